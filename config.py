@@ -1,0 +1,351 @@
+"""Run configuration: one frozen dataclass and the named experiment factories.
+
+Every hyper-parameter of a run lives in :class:`Config`; a named factory
+(``get_byol``, ``get_direct_pred``, ...) fixes all of them for one experiment of
+Tian, Chen & Ganguli, "Understanding Self-Supervised Learning Dynamics without
+Contrastive Pairs" (ICML 2021) or of the original TF2 reproduction it extends.
+``train.py`` starts from a factory and overrides fields from its flags; the
+effective config is saved as ``config.json`` beside the results and read back by
+``test.py`` with :meth:`Config.from_json`.
+
+Defaults are the published CIFAR-10 recipe of the official DirectPred code
+(facebookresearch/luckmatters ``ssl/real-dataset``): ResNet-18, SGD lr 0.03,
+momentum 0.9, L2 weight decay 4e-4, batch 128, 100 epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Callable, Optional, Tuple
+
+CONFIG_VERSION = 1
+
+#: CIFAR-10 per-channel mean and std used to normalise images (official code).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+BACKBONES = ("resnet18", "resnet34")
+STEMS = ("auto", "cifar", "imagenet")
+PROJECTORS = ("mlp", "deeper")
+PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
+EMA_SCHEDULES = ("constant", "cosine")
+MIXED_PRECISION = ("none", "float16", "bfloat16")
+AUGMENT_ON = ("host", "device")
+OPTIMIZERS = ("sgd",)
+
+
+def _check_choice(field: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Config.{field} must be one of {list(choices)}. Received: {field}={value!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every hyper-parameter of one pre-training + linear-evaluation run.
+
+    Groups of fields: data, augmentation (paper App. / official code
+    ``data/transforms.py``), network, target branch (EMA), predictor
+    (DirectPred Sec. 5 Eq. 18, DirectCopy), optimisation, linear probe,
+    monitors and numerics. ``replace`` gives a modified copy; construction
+    validates every choice field and raises ``ValueError`` naming the bad value.
+    """
+
+    name: str = "byol"
+
+    # ---- data -------------------------------------------------------------
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    image_size: int = 32
+    max_train_examples: Optional[int] = None
+    max_test_examples: Optional[int] = None
+    seed: int = 0
+
+    # ---- augmentation (CIFAR recipe of the official DirectPred code) -------
+    crop_scale: Tuple[float, float] = (0.08, 1.0)
+    crop_ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    flip_prob: float = 0.5
+    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.0
+    blur_kernel_size: int = 9
+    blur_sigma: Tuple[float, float] = (0.1, 2.0)
+    normalize_mean: Tuple[float, float, float] = CIFAR_MEAN
+    normalize_std: Tuple[float, float, float] = CIFAR_STD
+    augment_on: str = "host"
+
+    # ---- network ----------------------------------------------------------
+    backbone: str = "resnet18"
+    width: float = 1.0
+    stem: str = "auto"
+    projector: str = "mlp"
+    projector_hidden_dim: int = 512
+    projection_dim: int = 128
+    predictor: str = "mlp"
+    predictor_hidden_dim: int = 512
+
+    # ---- target branch ----------------------------------------------------
+    #: EMA rate of the target network; 0 means SimSiam: the target is the
+    #: online network itself under stop-gradient (no copy is kept).
+    ema_tau: float = 0.996
+    ema_schedule: str = "constant"
+
+    # ---- predictor updates ------------------------------------------------
+    #: Decay of the correlation accumulator F = rho F + (1 - rho) E[z z^T].
+    corr_rho: float = 0.3
+    #: Subtract the batch mean of z before forming E[z z^T].
+    corr_center: bool = False
+    #: DirectPred: p_j = sqrt(s_j / s_max) + eps. DirectCopy: Wp = F/|F|_F + eps I.
+    predictor_eps: float = 0.1
+    #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
+    predictor_freq: int = 1
+    #: Symmetry regularisation of the predictor after every step.
+    symmetry: bool = False
+
+    # ---- optimisation -----------------------------------------------------
+    optimizer: str = "sgd"
+    learning_rate: float = 0.03
+    momentum: float = 0.9
+    #: L2 coefficient added to the gradient of every parameter (coupled decay).
+    weight_decay: float = 4e-4
+    #: Learning-rate multiplier of the predictor (stable SimSiam uses 10).
+    predictor_lr_multiplier: float = 1.0
+    #: Predictor's own weight decay; ``None`` means ``weight_decay``.
+    predictor_weight_decay: Optional[float] = None
+    batch_size: int = 128
+    epochs_pretraining: int = 101
+
+    # ---- linear evaluation (luckmatters linear_feature_eval.py) -----------
+    epochs_finetuning: int = 50
+    probe_learning_rate: float = 3e-4
+    probe_weight_decay: float = 1e-3
+    probe_batch_size: int = 128
+
+    # ---- monitors ---------------------------------------------------------
+    knn_every: int = 10
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    eigenspace: bool = False
+    eigenspace_every: int = 5
+
+    # ---- numerics ---------------------------------------------------------
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        _check_choice("backbone", self.backbone, BACKBONES)
+        _check_choice("stem", self.stem, STEMS)
+        _check_choice("projector", self.projector, PROJECTORS)
+        _check_choice("predictor", self.predictor, PREDICTORS)
+        _check_choice("ema_schedule", self.ema_schedule, EMA_SCHEDULES)
+        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("augment_on", self.augment_on, AUGMENT_ON)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        positive = ("image_size", "batch_size", "projector_hidden_dim",
+                    "projection_dim", "predictor_hidden_dim", "predictor_freq",
+                    "probe_batch_size", "eigenspace_every", "knn_k",
+                    "blur_kernel_size")
+        for field in positive:
+            if getattr(self, field) < 1:
+                raise ValueError(
+                    f"Config.{field} must be >= 1. Received: {field}={getattr(self, field)!r}")
+        for field in ("epochs_pretraining", "epochs_finetuning", "knn_every"):
+            if getattr(self, field) < 0:
+                raise ValueError(
+                    f"Config.{field} must be >= 0. Received: {field}={getattr(self, field)!r}")
+        for field in ("max_train_examples", "max_test_examples"):
+            value = getattr(self, field)
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"Config.{field} must be None or >= 1. Received: {field}={value!r}")
+        if not self.width > 0:
+            raise ValueError(f"Config.width must be > 0. Received: width={self.width!r}")
+        if not 0.0 <= self.ema_tau < 1.0:
+            raise ValueError(
+                f"Config.ema_tau must be in [0, 1). Received: ema_tau={self.ema_tau!r}")
+        if not 0.0 <= self.corr_rho < 1.0:
+            raise ValueError(
+                f"Config.corr_rho must be in [0, 1). Received: corr_rho={self.corr_rho!r}")
+        if self.predictor_lr_multiplier <= 0:
+            raise ValueError("Config.predictor_lr_multiplier must be > 0. "
+                             f"Received: predictor_lr_multiplier={self.predictor_lr_multiplier!r}")
+        if self.version != CONFIG_VERSION:
+            raise ValueError(
+                f"Config version {self.version} is not supported by this package "
+                f"(which reads version {CONFIG_VERSION}). Received: version={self.version!r}")
+
+    # ---- derived ----------------------------------------------------------
+    @property
+    def uses_ema(self) -> bool:
+        """True for a BYOL-style EMA target; False for SimSiam's stop-gradient."""
+        return self.ema_tau > 0.0
+
+    @property
+    def computed_predictor(self) -> bool:
+        """True when Wp is set from F (DirectPred / DirectCopy), not trained."""
+        return self.predictor in ("directpred", "directcopy")
+
+    @property
+    def resolved_stem(self) -> str:
+        """``cifar`` (3x3 stride-1, no max-pool) up to 64 px, else ``imagenet``."""
+        if self.stem != "auto":
+            return self.stem
+        return "cifar" if self.image_size <= 64 else "imagenet"
+
+    # ---- (de)serialisation ------------------------------------------------
+    def replace(self, **changes) -> "Config":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"Unknown Config field(s) {unknown}. "
+                             f"Valid fields: {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"Unknown Config field(s) {unknown}. Valid fields: {list(fields)}")
+        converted = {}
+        for key, value in values.items():
+            if isinstance(value, list):
+                value = tuple(value)
+            converted[key] = value
+        return cls(**converted)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+
+# ---------------------------------------------------------------------------
+# Named factories. Each fixes every hyper-parameter of one experiment.
+# ---------------------------------------------------------------------------
+
+def get_byol() -> Config:
+    """BYOL: 2-layer MLP predictor, EMA target with tau = 0.996."""
+    return Config(name="byol")
+
+
+def get_eigenspace_experiment() -> Config:
+    """BYOL with a one-layer linear predictor, tracking the eigenspace of Wp and F
+    (paper Sec. 3-4: the eigenvectors of Wp and F align during training)."""
+    return Config(name="eigenspace_experiment", predictor="linear", eigenspace=True)
+
+
+def get_eigenspace_experiment_with_symmetry() -> Config:
+    """As :func:`get_eigenspace_experiment` with Wp <- (Wp + Wp^T)/2 after each step."""
+    return Config(name="eigenspace_experiment_with_symmetry", predictor="linear",
+                  eigenspace=True, symmetry=True)
+
+
+def get_byol_baseline() -> Config:
+    """BYOL with a one-layer linear predictor trained by SGD (paper's SGD baseline)."""
+    return Config(name="byol_baseline", predictor="linear")
+
+
+def get_simsiam() -> Config:
+    """SimSiam: 2-layer predictor, target = online network under stop-gradient."""
+    return Config(name="simsiam", ema_tau=0.0)
+
+
+def get_simsiam_symmetric() -> Config:
+    """SimSiam with symmetry regularisation of the 2-layer predictor."""
+    return Config(name="simsiam_symmetric", ema_tau=0.0,
+                  symmetry=True)
+
+
+def get_simsiam_symmetric_predictor() -> Config:
+    """Stable symmetric SimSiam of the original reproduction's ``simsiam_predictor``
+    branch: predictor trained with a 10x learning rate and its own weight decay."""
+    return Config(name="simsiam_symmetric_predictor", ema_tau=0.0,
+                  symmetry=True, predictor_lr_multiplier=10.0,
+                  predictor_weight_decay=0.0)
+
+
+def get_simsiam_baseline() -> Config:
+    """SimSiam with a one-layer linear predictor and no EMA: the paper's collapse
+    case (Table 3) for a linear predictor trained by SGD without EMA."""
+    return Config(name="simsiam_baseline", ema_tau=0.0,
+                  predictor="linear")
+
+
+def get_direct_pred() -> Config:
+    """DirectPred (paper Sec. 5, Eq. 18), EMA target, Wp recomputed every step."""
+    return Config(name="direct_pred", predictor="directpred", predictor_eps=0.1,
+                  corr_rho=0.3, predictor_freq=1)
+
+
+def get_direct_pred_freq_5() -> Config:
+    """DirectPred with Wp recomputed every 5 steps (paper Table 8, freq=5)."""
+    return Config(name="direct_pred_freq_5", predictor="directpred", predictor_eps=0.1,
+                  corr_rho=0.3, predictor_freq=5)
+
+
+def get_simsiam_pred() -> Config:
+    """DirectPred without EMA (SimSiam-style stop-gradient target). Unlike the
+    original TF2 reproduction, this really sets Wp from F every step."""
+    return Config(name="simsiam_pred", predictor="directpred", predictor_eps=0.1,
+                  corr_rho=0.3, ema_tau=0.0)
+
+
+def get_deeper_projection() -> Config:
+    """BYOL with a projector that has one more hidden layer."""
+    return Config(name="deeper_projection", projector="deeper")
+
+
+def get_direct_copy() -> Config:
+    """DirectCopy: Wp = F / ||F||_F + eps I with eps = 0.3, rho = 0.5, EMA target."""
+    return Config(name="direct_copy", predictor="directcopy", predictor_eps=0.3,
+                  corr_rho=0.5)
+
+
+def get_direct_copy_no_ema() -> Config:
+    """DirectCopy without EMA (stop-gradient target)."""
+    return Config(name="direct_copy_no_ema", predictor="directcopy", predictor_eps=0.3,
+                  corr_rho=0.5, ema_tau=0.0)
+
+
+FACTORIES: dict[str, Callable[[], Config]] = {
+    "byol": get_byol,
+    "eigenspace_experiment": get_eigenspace_experiment,
+    "eigenspace_experiment_with_symmetry": get_eigenspace_experiment_with_symmetry,
+    "byol_baseline": get_byol_baseline,
+    "simsiam": get_simsiam,
+    "simsiam_symmetric": get_simsiam_symmetric,
+    "simsiam_symmetric_predictor": get_simsiam_symmetric_predictor,
+    "simsiam_baseline": get_simsiam_baseline,
+    "direct_pred": get_direct_pred,
+    "direct_pred_freq_5": get_direct_pred_freq_5,
+    "simsiam_pred": get_simsiam_pred,
+    "deeper_projection": get_deeper_projection,
+    "direct_copy": get_direct_copy,
+    "direct_copy_no_ema": get_direct_copy_no_ema,
+}
+
+#: ``train.py --model`` names and the factory each picks.
+MODELS = {
+    "byol": "byol",
+    "simsiam": "simsiam",
+    "directpred": "direct_pred",
+    "directcopy": "direct_copy",
+}
+
+
+def get_config(name: str) -> Config:
+    """Returns the config of the named factory (``"direct_pred"`` or ``"get_direct_pred"``)."""
+    key = name[4:] if name.startswith("get_") else name
+    if key not in FACTORIES:
+        raise ValueError(f"Unknown config {name!r}. Valid names: {sorted(FACTORIES)}")
+    return FACTORIES[key]()

@@ -1,0 +1,171 @@
+"""Linear evaluation of a frozen encoder.
+
+``ClassificationNetwork`` = frozen encoder -> feature standardisation ->
+Dense(num_classes). ``fit_linear_probe`` follows the official protocol
+(luckmatters ``linear_feature_eval.py``): features of the un-augmented images
+are computed once, standardised with the train statistics, and one linear layer
+is trained on them with Adam (lr 3e-4) and coupled L2 weight decay 1e-3.
+"""
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="nc_ssl")
+class ClassificationNetwork(keras.Model):
+    """Frozen encoder + standardisation + linear probe, runnable on images.
+
+    Args:
+        encoder: a Keras model mapping images to pooled features; frozen here.
+        num_classes: number of output logits.
+        feature_mean, feature_variance: per-feature standardisation statistics
+            (from the train features); identity when omitted.
+        weight_decay: coupled L2 coefficient of the linear layer (torch-Adam
+            ``weight_decay`` semantics: ``wd * w`` added to the gradient).
+    """
+
+    def __init__(self, encoder, num_classes, feature_mean=None, feature_variance=None,
+                 weight_decay=0.0, **kwargs):
+        kwargs.setdefault("name", "classification_network")
+        super().__init__(**kwargs)
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2. Received: num_classes={num_classes!r}")
+        self.encoder = encoder
+        self.encoder.trainable = False
+        self.num_classes = int(num_classes)
+        self.weight_decay = float(weight_decay)
+        dim = encoder.output.shape[-1]
+        mean = np.zeros(dim, np.float32) if feature_mean is None else np.asarray(feature_mean)
+        var = np.ones(dim, np.float32) if feature_variance is None else np.asarray(
+            feature_variance)
+        self.standardize = keras.layers.Normalization(mean=mean.tolist(),
+                                                      variance=var.tolist(),
+                                                      name="standardize", dtype="float32")
+        regularizer = keras.regularizers.L2(self.weight_decay / 2) if self.weight_decay else None
+        self.linear = keras.layers.Dense(self.num_classes, name="linear", dtype="float32",
+                                         kernel_regularizer=regularizer,
+                                         bias_regularizer=regularizer)
+        self.standardize.build((None, dim))
+        self.linear.build((None, dim))
+        self.built = True
+
+    def head(self, features):
+        """Logits from pre-computed encoder features."""
+        return self.linear(self.standardize(tf.cast(features, tf.float32)))
+
+    def call(self, images, training=False):
+        return self.head(self.encoder(images, training=False))
+
+    def get_config(self):
+        return {
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "num_classes": self.num_classes,
+            "feature_mean": np.asarray(self.standardize.mean).reshape(-1).tolist(),
+            "feature_variance": np.asarray(self.standardize.variance).reshape(-1).tolist(),
+            "weight_decay": self.weight_decay,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+def extract_features(encoder, dataset):
+    """Runs ``encoder`` (inference mode) over a dataset of ``(images, labels)``
+    batches; returns float32 features and int labels as NumPy arrays."""
+    features, labels = [], []
+
+    @tf.function
+    def forward(images):
+        return tf.cast(encoder(images, training=False), tf.float32)
+
+    for images, y in dataset:
+        features.append(forward(images).numpy())
+        labels.append(np.asarray(y))
+    if not features:
+        raise ValueError("extract_features received an empty dataset.")
+    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
+
+
+def topk_accuracy(logits, labels, k):
+    """Fraction of rows whose label is among the ``k`` largest logits."""
+    k = min(k, logits.shape[-1])
+    topk = np.argsort(-logits, axis=-1)[:, :k]
+    return float(np.mean(np.any(topk == np.asarray(labels)[:, None], axis=-1)))
+
+
+def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
+                     learning_rate=3e-4, weight_decay=1e-3, batch_size=128, seed=0,
+                     verbose=0):
+    """Fits the linear probe on cached features of a frozen encoder.
+
+    Args:
+        train_data, test_data: datasets of ``(eval-transformed images, labels)``
+            batches, or ``(features, labels)`` NumPy pairs already extracted.
+
+    Returns ``(ClassificationNetwork, history)`` where history holds per-epoch
+    ``probe_loss``, ``probe_train_top1``, ``probe_test_top1``, ``probe_test_top5``
+    and the final ``top1``/``top5`` on the test split. ``best_test_top1_epoch``
+    is selected on the test split and is reported only as such.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1. Received: epochs={epochs!r}")
+    x_train, y_train = (train_data if isinstance(train_data, tuple)
+                        else extract_features(encoder, train_data))
+    x_test, y_test = (test_data if isinstance(test_data, tuple)
+                      else extract_features(encoder, test_data))
+    mean = x_train.mean(axis=0)
+    variance = x_train.var(axis=0) + 1e-6  # constant features would divide by zero
+    keras.utils.set_random_seed(seed)
+    network = ClassificationNetwork(encoder, num_classes, feature_mean=mean,
+                                    feature_variance=variance, weight_decay=weight_decay)
+    variables = network.linear.trainable_variables
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(variables)
+
+    @tf.function
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = network.head(features)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
+            total = loss + tf.add_n(network.linear.losses) if network.linear.losses else loss
+        grads = tape.gradient(total, variables)
+        optimizer.apply(grads, variables)
+        return loss, logits
+
+    @tf.function
+    def predict(features):
+        return network.head(features)
+
+    train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    history = {"probe_loss": [], "probe_train_top1": [], "probe_test_top1": [],
+               "probe_test_top5": []}
+    for epoch in range(epochs):
+        losses, correct, seen = [], 0, 0
+        for features, labels in train_ds.shuffle(len(x_train), seed=seed + epoch).batch(
+                batch_size):
+            loss, logits = step(features, labels)
+            losses.append(float(loss))
+            correct += int(np.sum(np.argmax(logits.numpy(), -1) == labels.numpy()))
+            seen += int(labels.shape[0])
+        test_logits = np.concatenate([predict(x_test[i:i + 1024]).numpy()
+                                      for i in range(0, len(x_test), 1024)])
+        history["probe_loss"].append(float(np.mean(losses)))
+        history["probe_train_top1"].append(correct / max(seen, 1))
+        history["probe_test_top1"].append(topk_accuracy(test_logits, y_test, 1))
+        history["probe_test_top5"].append(topk_accuracy(test_logits, y_test, 5))
+        if verbose:
+            print(f"probe epoch {epoch + 1}/{epochs}: loss {history['probe_loss'][-1]:.4f} "
+                  f"train top-1 {history['probe_train_top1'][-1]:.4f} "
+                  f"test top-1 {history['probe_test_top1'][-1]:.4f}", flush=True)
+    history["top1"] = history["probe_test_top1"][-1]
+    history["top5"] = history["probe_test_top5"][-1]
+    best = int(np.argmax(history["probe_test_top1"]))
+    history["best_test_top1_epoch"] = best + 1  # test-selected: not a clean estimate
+    history["best_test_top1"] = history["probe_test_top1"][best]
+    return network, history

@@ -1,0 +1,65 @@
+"""Projector and predictor heads, as in the official DirectPred code
+(facebookresearch/luckmatters ``ssl/real-dataset/models/mlp_head.py``).
+
+- projector ``mlp``: Dense(hidden) -> BatchNorm (no affine) -> ReLU -> Dense(out);
+  ``deeper`` adds one more Dense -> BN -> ReLU block (the original TF2
+  reproduction's ``get_deeper_projection``).
+- predictor ``mlp``: Dense(hidden) -> BatchNorm -> ReLU -> Dense(out) (BYOL, SimSiam);
+  ``linear``: one square Dense without bias, trained by SGD (the paper's
+  "SGD baseline"); ``directpred`` / ``directcopy``: the same square layer, but
+  frozen and set from the correlation of the projector outputs (paper Sec. 5).
+"""
+
+import keras
+from keras import layers
+
+LINEAR_PREDICTORS = ("linear", "directpred", "directcopy")
+
+
+def _hidden_block(x, units, prefix, index, affine, dtype):
+    x = layers.Dense(units, name=f"{prefix}_dense{index}", dtype=dtype)(x)
+    x = layers.BatchNormalization(center=affine, scale=affine, name=f"{prefix}_bn{index}",
+                                  dtype=dtype)(x)
+    return layers.ReLU(name=f"{prefix}_relu{index}", dtype=dtype)(x)
+
+
+def projector(input_dim, *, hidden_dim=512, output_dim=128, kind="mlp", dtype=None,
+              name="projector"):
+    """Projector head ``g``: features -> z (``kind`` ``mlp`` or ``deeper``)."""
+    if kind not in ("mlp", "deeper"):
+        raise ValueError(f"Unknown projector {kind!r}. Valid: ['mlp', 'deeper']")
+    inputs = keras.Input((input_dim,), name="features")
+    x = _hidden_block(inputs, hidden_dim, name, 1, affine=False, dtype=dtype)
+    if kind == "deeper":
+        x = _hidden_block(x, hidden_dim, name, 2, affine=False, dtype=dtype)
+    outputs = layers.Dense(output_dim, name=f"{name}_out", dtype=dtype)(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor"):
+    """Predictor head ``q``: z -> p. Linear kinds are one ``dim x dim`` Dense, no bias.
+
+    Layer names start with ``name + "_"`` so that variable paths identify the
+    head (the per-module learning rate matches ``predictor_.*``).
+
+    For ``directpred`` / ``directcopy`` the returned model is not trainable: its
+    kernel is assigned by :class:`models.SiameseNetwork` from F.
+    """
+    inputs = keras.Input((dim,), name="z")
+    if kind == "mlp":
+        x = _hidden_block(inputs, hidden_dim, name, 1, affine=True, dtype=dtype)
+        outputs = layers.Dense(dim, name=f"{name}_out", dtype=dtype)(x)
+    elif kind in LINEAR_PREDICTORS:
+        outputs = layers.Dense(dim, use_bias=False, name=f"{name}_linear", dtype=dtype)(inputs)
+    else:
+        raise ValueError(f"Unknown predictor {kind!r}. "
+                         f"Valid: {['mlp', *LINEAR_PREDICTORS]}")
+    model = keras.Model(inputs, outputs, name=name)
+    if kind in ("directpred", "directcopy"):
+        model.trainable = False
+    return model
+
+
+def dense_kernels(model):
+    """The kernels of the Dense layers of a head, in order."""
+    return [layer.kernel for layer in model.layers if isinstance(layer, layers.Dense)]

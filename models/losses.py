@@ -1,0 +1,27 @@
+"""Loss functions: pure functions of tensors.
+
+All losses are computed in float32 whatever the compute dtype of their inputs,
+so that a ``mixed_float16`` / ``mixed_bfloat16`` policy never degrades them.
+"""
+
+import tensorflow as tf
+
+
+def negative_cosine(p, z):
+    """Per-example ``2 - 2 cos(p, sg(z))`` = ``|p/|p| - z/|z||^2`` (BYOL Eq. 2).
+
+    ``z`` is the target and is wrapped in a stop-gradient. Returns shape [batch].
+    """
+    p = tf.math.l2_normalize(tf.cast(p, tf.float32), axis=-1)
+    z = tf.math.l2_normalize(tf.stop_gradient(tf.cast(z, tf.float32)), axis=-1)
+    return 2.0 - 2.0 * tf.reduce_sum(p * z, axis=-1)
+
+
+def symmetric_loss(p1, z2, p2, z1):
+    """Symmetrised loss ``L(p1, sg(z2)) + L(p2, sg(z1))``, each term a batch mean.
+
+    ``L = 2 - 2 cos`` as in the official BYOL and DirectPred (luckmatters) code;
+    the original TF2 reproduction halves this sum, which silently halves the
+    learning rate, so it is not done here. Range [0, 8]. Returns a float32 scalar.
+    """
+    return tf.reduce_mean(negative_cosine(p1, z2)) + tf.reduce_mean(negative_cosine(p2, z1))

@@ -1,0 +1,32 @@
+"""Installable package: ``pip install -e .[test]`` (see README)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="nc-ssl",
+    version="0.1.0",
+    description=("Non-contrastive self-supervised learning (BYOL, SimSiam, DirectPred, "
+                 "DirectCopy) in TensorFlow 2 / Keras 3: a reproduction of Tian, Chen & "
+                 "Ganguli, ICML 2021."),
+    python_requires=">=3.11,<3.12",
+    py_modules=["config"],
+    packages=find_packages(include=["models", "models.*", "data_processing",
+                                    "data_processing.*", "experiments", "experiments.*"]),
+    install_requires=[
+        # CPU build; GPU users: pip install "tensorflow[and-cuda]==2.21.0" (README).
+        "tensorflow-cpu==2.21.0",
+        "keras==3.15.1",
+        "tensorflow-datasets==4.9.10",
+        "absl-py==2.5.1",
+        "numpy>=1.26,<3",
+        "matplotlib==3.11.2",
+    ],
+    extras_require={
+        "test": [
+            "pytest==9.0.3",
+            "nbclient==0.11.0",
+            "nbformat==5.11.1",
+            "ipykernel==7.4.0",
+        ],
+    },
+)
