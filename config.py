@@ -349,3 +349,18 @@ def get_config(name: str) -> Config:
     if key not in FACTORIES:
         raise ValueError(f"Unknown config {name!r}. Valid names: {sorted(FACTORIES)}")
     return FACTORIES[key]()
+
+
+#: Config fields a dataset needs unless the user sets them (``train.py --dataset``):
+#: STL-10 at 96 px with the stronger STL recipe (jitter 0.8/0.2, Gaussian blur).
+DATASET_PRESETS = {
+    "stl10": dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=0.5,
+                  blur_kernel_size=9),
+    "tf_flowers": dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=0.5,
+                       blur_kernel_size=9),
+}
+
+
+def dataset_preset(dataset: str) -> dict:
+    """Field values a dataset implies (empty for CIFAR-sized data)."""
+    return dict(DATASET_PRESETS.get(dataset, {}))

@@ -17,6 +17,7 @@ setup(
         "tensorflow-cpu==2.21.0",
         "keras==3.15.1",
         "tensorflow-datasets==4.9.10",
+        "tensorboard==2.21.0",
         "absl-py==2.5.1",
         "numpy>=1.26,<3",
         "matplotlib==3.11.2",

@@ -7,9 +7,22 @@ are computed once, standardised with the train statistics, and one linear layer
 is trained on them with Adam (lr 3e-4) and coupled L2 weight decay 1e-3.
 """
 
-import numpy as np
+import weakref
+
 import keras
+import numpy as np
 import tensorflow as tf
+
+_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _inference_function(encoder):
+    """One traced inference function per encoder (no retracing per call)."""
+    if encoder not in _FORWARD:
+        _FORWARD[encoder] = tf.function(
+            lambda images: tf.cast(encoder(images, training=False), tf.float32),
+            reduce_retracing=True)
+    return _FORWARD[encoder]
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -78,11 +91,7 @@ def extract_features(encoder, dataset):
     """Runs ``encoder`` (inference mode) over a dataset of ``(images, labels)``
     batches; returns float32 features and int labels as NumPy arrays."""
     features, labels = [], []
-
-    @tf.function
-    def forward(images):
-        return tf.cast(encoder(images, training=False), tf.float32)
-
+    forward = _inference_function(encoder)
     for images, y in dataset:
         features.append(forward(images).numpy())
         labels.append(np.asarray(y))

@@ -1,0 +1,325 @@
+"""One run end to end: pre-training, linear evaluation, results folder.
+
+``train(config, name)`` is what ``train.py`` calls after parsing its flags, and
+what a notebook calls directly. ``evaluate(run_dir)`` is what ``test.py`` calls;
+it reads the results folder only and never re-trains.
+
+Results folder ``RESULTS_DIR/NAME/``::
+
+    run.json                 format version and status (pretraining -> pretrained -> complete)
+    config.json              the effective Config
+    encoder.weights.h5       online encoder weights; encoder.keras: loadable model
+    siamese.weights.h5       the whole SiameseNetwork (target, predictor, F)
+    classifier/classifier.keras   encoder + standardisation + linear layer
+    history.csv              every pre-training and probe metric per epoch
+    metrics.json             final test top-1/top-5 (and the test-selected best, labelled)
+    logs/                    TensorBoard
+    eigenspace_results/      eigenspace.npz + eigenspace.json (with config.eigenspace)
+    training_curves.png, eigenspace.png
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from config import Config
+from data_processing.augmentations import (AugmentParams, eval_transform,
+                                           evaluation_dataset, pretraining_dataset)
+from data_processing.datasets import load_dataset_from_config
+from experiments import callbacks as cb
+from experiments import eigenspace, visualisation
+from models import SiameseNetwork, build_optimizer
+from models.classifier import fit_linear_probe, topk_accuracy
+
+RESULTS_FORMAT_VERSION = 1
+EIGENSPACE_PROBE_EXAMPLES = 1024
+
+
+class RunDirectory:
+    """Paths inside one results folder."""
+
+    def __init__(self, results_dir, name):
+        if not name or os.sep in name or name in (".", ".."):
+            raise ValueError(f"Invalid run name {name!r}: use a plain folder name.")
+        self.root = os.path.join(results_dir, name)
+
+    def __getattr__(self, item):
+        files = {
+            "run_json": "run.json", "config_json": "config.json",
+            "encoder_weights": "encoder.weights.h5", "encoder_model": "encoder.keras",
+            "siamese_weights": "siamese.weights.h5",
+            "classifier": os.path.join("classifier", "classifier.keras"),
+            "history": "history.csv", "pretrain_log": "pretrain_log.csv",
+            "metrics": "metrics.json", "logs": "logs", "checkpoint": "checkpoint",
+            "eigenspace": "eigenspace_results", "curves_png": "training_curves.png",
+            "eigenspace_png": "eigenspace.png",
+        }
+        if item not in files:
+            raise AttributeError(item)
+        return os.path.join(self.root, files[item])
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _set_status(run, status, **extra):
+    _write_json(run.run_json, {"format_version": RESULTS_FORMAT_VERSION, "status": status,
+                               **extra})
+
+
+def read_run(run_dir):
+    """Validates a results folder; returns ``(run_info, Config)``.
+
+    Raises ``ValueError`` (one line) for a missing folder, a folder that is not a
+    run, or a run written by an incompatible version of this package.
+    """
+    run_json = os.path.join(run_dir, "run.json")
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"No results folder at {run_dir!r}.")
+    if not os.path.isfile(run_json):
+        raise ValueError(f"{run_dir!r} is not a results folder of this package "
+                         "(no run.json).")
+    try:
+        with open(run_json) as f:
+            info = json.load(f)
+        version = info["format_version"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"Corrupt {run_json!r}: {error}") from None
+    if version != RESULTS_FORMAT_VERSION:
+        raise ValueError(f"{run_dir!r} was written in results format {version}; this "
+                         f"version of the package reads format {RESULTS_FORMAT_VERSION}.")
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = Config.from_json(f.read())
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"Cannot read the config of {run_dir!r}: {error}") from None
+    return info, config
+
+
+def _config_differences(old, new):
+    return [k for k, v in old.to_dict().items() if new.to_dict()[k] != v]
+
+
+def _prepare_directory(run, config, resume, overwrite):
+    """Creates/validates the folder. Returns the status of the run being resumed."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other.")
+    exists = os.path.exists(run.root)
+    if resume:
+        info, saved = read_run(run.root)
+        differences = _config_differences(saved, config)
+        if differences:
+            raise ValueError(
+                f"Cannot resume {run.root!r} with a different config; fields differ: "
+                + ", ".join(f"{k} (saved {saved.to_dict()[k]!r}, now {config.to_dict()[k]!r})"
+                            for k in differences))
+        return info["status"]
+    if exists and not overwrite:
+        raise ValueError(f"{run.root!r} exists; pass --overwrite to replace it or "
+                         "--resume to continue it.")
+    if exists:
+        shutil.rmtree(run.root)
+    os.makedirs(run.root)
+    with open(run.config_json, "w") as f:
+        f.write(config.to_json())
+    _set_status(run, "pretraining")
+    return "pretraining"
+
+
+def _restored_epoch(run):
+    path = os.path.join(run.checkpoint, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def _probe_images(data, config):
+    params = AugmentParams.from_config(config)
+    images = [x for x, _ in data.train.take(EIGENSPACE_PROBE_EXAMPLES).batch(256)]
+    return eval_transform(tf.concat(images, axis=0), params)
+
+
+def _pretrain(run, config, data, verbose, extra_callbacks):
+    model = SiameseNetwork(config)
+    model.compile(optimizer=build_optimizer(config), jit_compile=config.jit_compile)
+    steps = data.num_pretrain // config.batch_size
+    model.set_total_steps(steps * config.epochs_pretraining)
+    train_eval = evaluation_dataset(data.train, config)
+    test_eval = evaluation_dataset(data.test, config)
+    callbacks = [
+        cb.KNNMonitor(train_eval, test_eval, data.num_classes, config.knn_every,
+                      k=config.knn_k, temperature=config.knn_temperature,
+                      total_epochs=config.epochs_pretraining),
+        cb.EpochSummary(config.epochs_pretraining, config.projection_dim),
+        cb.HistoryLogger(run.pretrain_log),
+        keras.callbacks.TensorBoard(run.logs),
+    ]
+    if config.eigenspace:
+        start = _restored_epoch(run)
+        records = []
+        if os.path.exists(os.path.join(run.eigenspace, eigenspace.NPZ_NAME)):
+            records = [r for r in eigenspace.load_eigenspace(run.eigenspace)
+                       if r["epoch"] <= start]
+        callbacks.append(cb.EigenspaceTracker(_probe_images(data, config), run.eigenspace,
+                                              every=config.eigenspace_every,
+                                              records=records))
+    callbacks += [cb.NonFiniteLossGuard(), *extra_callbacks,
+                  keras.callbacks.BackupAndRestore(run.checkpoint, double_checkpoint=True)]
+    start = time.time()
+    model.fit(pretraining_dataset(data, config), epochs=config.epochs_pretraining,
+              callbacks=callbacks, verbose=verbose)
+    model.online_encoder.save_weights(run.encoder_weights)
+    model.online_encoder.save(run.encoder_model)
+    model.save_weights(run.siamese_weights)
+    _set_status(run, "pretrained", pretrain_seconds=time.time() - start)
+    return model.online_encoder
+
+
+def _read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_history(run, probe_history):
+    """Merges the pre-training log (deduplicated by epoch after a resume) and the
+    probe's per-epoch metrics into ``history.csv`` (``phase`` column)."""
+    by_epoch = {}
+    for row in _read_csv(run.pretrain_log):
+        by_epoch[int(row.pop("epoch"))] = row  # last write of an epoch wins
+    rows = [{"phase": "pretrain", "epoch": e, **r} for e, r in sorted(by_epoch.items())]
+    keys = [k for k in probe_history if isinstance(probe_history[k], list)]
+    for e in range(len(probe_history[keys[0]])):
+        rows.append({"phase": "probe", "epoch": e + 1,
+                     **{k: probe_history[k][e] for k in keys}})
+    columns = ["phase", "epoch"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(run.history + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(run.history + ".tmp", run.history)
+    return rows
+
+
+def history_columns(rows, phase):
+    """``{metric: [float per epoch]}`` of one phase of ``history.csv`` rows."""
+    out = {}
+    for row in rows:
+        if row["phase"] != phase:
+            continue
+        for k, v in row.items():
+            if k in ("phase", "epoch"):
+                continue
+            out.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
+    return out
+
+
+def evaluate_classifier(classifier, test_dataset):
+    """Top-1/top-5 of a classifier on ``(images, labels)`` batches."""
+    logits, labels = [], []
+    for images, y in test_dataset:
+        logits.append(np.asarray(classifier(images, training=False)))
+        labels.append(np.asarray(y))
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    return topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
+
+
+def draw_figures(run_dir):
+    """Training-curve and eigenspace PNGs from the files of a results folder."""
+    run = RunDirectory(os.path.dirname(run_dir), os.path.basename(run_dir))
+    drawn = []
+    if os.path.exists(run.history):
+        rows = _read_csv(run.history)
+        history = history_columns(rows, "pretrain")
+        history.update(history_columns(rows, "probe"))
+        drawn.append(visualisation.plot_training_curves(history, run.curves_png))
+    if os.path.isdir(run.eigenspace):
+        records = eigenspace.load_eigenspace(run.eigenspace)
+        drawn.append(visualisation.plot_eigenspace(records, run.eigenspace_png,
+                                                   title=os.path.basename(run_dir)))
+    return drawn
+
+
+def train(config, name, *, results_dir="results", resume=False, overwrite=False,
+          verbose=1, callbacks=()):
+    """Pre-trains, fits the linear probe and fills ``results_dir/name``.
+
+    Every input is validated (config, dataset) before an existing folder is
+    touched. Returns the metrics written to ``metrics.json``.
+    """
+    if not isinstance(config, Config):
+        raise ValueError(f"train needs a Config. Received: {type(config).__name__}")
+    run = RunDirectory(results_dir, name)
+    keras.utils.set_random_seed(config.seed)
+    data = load_dataset_from_config(config)
+    if data.num_pretrain < config.batch_size:
+        raise ValueError(f"The pre-training set has {data.num_pretrain} examples, fewer "
+                         f"than one batch (batch_size={config.batch_size}).")
+    status = _prepare_directory(run, config, resume, overwrite)
+    started = time.time()
+    if status == "pretraining":
+        encoder = _pretrain(run, config, data, verbose, callbacks)
+    else:
+        encoder = keras.models.load_model(run.encoder_model)
+    test_eval = evaluation_dataset(data.test, config)
+    classifier, probe = fit_linear_probe(
+        encoder, evaluation_dataset(data.train, config), test_eval, data.num_classes,
+        epochs=config.epochs_finetuning, learning_rate=config.probe_learning_rate,
+        weight_decay=config.probe_weight_decay, batch_size=config.probe_batch_size,
+        seed=config.seed, verbose=verbose)
+    os.makedirs(os.path.dirname(run.classifier), exist_ok=True)
+    classifier.save(run.classifier)
+    rows = _write_history(run, probe)
+    pretrain = history_columns(rows, "pretrain")
+    top1, top5 = evaluate_classifier(classifier, test_eval)
+    knn = [v for v in pretrain.get("knn_accuracy", []) if not math.isnan(v)]
+    metrics = {
+        "name": name, "config": config.name, "top1": top1, "top5": top5,
+        "best_test_top1_test_selected": probe["best_test_top1"],
+        "best_test_top1_epoch_test_selected": probe["best_test_top1_epoch"],
+        "knn_accuracy": knn[-1] if knn else None,
+        "z_std": pretrain["z_std"][-1] if pretrain.get("z_std") else None,
+        "pretrain_loss": pretrain["loss"][-1] if pretrain.get("loss") else None,
+        "num_classes": data.num_classes, "num_test": data.num_test,
+        "seconds": time.time() - started,
+    }
+    _write_json(run.metrics, metrics)
+    draw_figures(run.root)
+    shutil.rmtree(run.checkpoint, ignore_errors=True)
+    _set_status(run, "complete")
+    logging.info("%s: linear probe test top-1 %.4f top-5 %.4f", name, top1, top5)
+    return metrics
+
+
+def evaluate(run_dir, only_vis=False):
+    """What ``test.py`` does: re-evaluates the saved classifier on the test split
+    and draws the figures. Returns ``{"top1", "top5", "figures"}``."""
+    info, config = read_run(run_dir)
+    result = {}
+    if not only_vis:
+        classifier_path = os.path.join(run_dir, "classifier", "classifier.keras")
+        if info["status"] != "complete" or not os.path.exists(classifier_path):
+            raise ValueError(f"{run_dir!r} has no fitted classifier (run status: "
+                             f"{info['status']}); finish it with train.py --resume.")
+        classifier = keras.models.load_model(classifier_path)
+        data = load_dataset_from_config(config)
+        result["top1"], result["top5"] = evaluate_classifier(
+            classifier, evaluation_dataset(data.test, config))
+    result["figures"] = draw_figures(run_dir)
+    return result

@@ -1,0 +1,107 @@
+"""Pre-train a Siamese SSL model, then fit the linear probe.
+
+    python train.py --model directpred --eigenspace --name run
+    python train.py --config direct_pred_freq_5 --name run5 --epochs_pretraining 10
+
+Flags override the chosen factory's values (flags left unset keep them); the
+effective config is saved to RESULTS_DIR/NAME/config.json. See README.md.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+import config as config_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", None, sorted(config_lib.MODELS),
+                  "Method; picks its factory (byol, simsiam, direct_pred, direct_copy). "
+                  "Default byol. Exclusive with --config.")
+flags.DEFINE_string("config", None, "Any factory name of config.py, e.g. direct_pred_freq_5. "
+                    "Exclusive with --model.")
+flags.DEFINE_string("name", None, "Run name: results go to RESULTS_DIR/NAME.")
+flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
+flags.DEFINE_boolean("resume", False, "Continue RESULTS_DIR/NAME from its last completed epoch.")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing RESULTS_DIR/NAME.")
+flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bars, 2 one line/epoch.")
+# Overrides of Config fields; None keeps the factory's value.
+flags.DEFINE_integer("epochs_pretraining", None, "Pre-training epochs (factory default 101).")
+flags.DEFINE_integer("epochs_finetuning", None, "Linear-probe epochs (factory default 50).")
+flags.DEFINE_boolean("symmetry", None, "Symmetry regularisation of the predictor.")
+flags.DEFINE_boolean("eigenspace", None, "Track eigenspace alignment of Wp and F.")
+flags.DEFINE_boolean("one_layer_predictor", None,
+                     "Linear predictor trained by SGD (BYOL and SimSiam configs only).")
+flags.DEFINE_string("dataset", None, "cifar10 | stl10 | tf_flowers | any tfds name | "
+                    "synthetic | folder (with --data_dir ROOT/{train,test}/<class>/).")
+flags.DEFINE_string("data_dir", None, "Image-folder root (--dataset folder) or tfds data dir.")
+flags.DEFINE_integer("image_size", None, "Image size (default: the dataset's, e.g. 32 / 96).")
+flags.DEFINE_integer("batch_size", None, "Pre-training batch size (default 128).")
+flags.DEFINE_integer("max_train_examples", None, "Deterministic train subset size.")
+flags.DEFINE_integer("max_test_examples", None, "Deterministic test subset size.")
+flags.DEFINE_float("width", None, "Encoder channel multiplier (1 = published ResNet-18).")
+flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
+                  "Keras mixed-precision policy (loss and F stay float32).")
+flags.DEFINE_boolean("jit_compile", None, "XLA-compile the train step.")
+flags.DEFINE_enum("augment_on", None, list(config_lib.AUGMENT_ON),
+                  "Augment in the tf.data pipeline (host) or inside the train step (device).")
+flags.DEFINE_integer("knn_every", None, "kNN monitor every N epochs (0 = off; default 10).")
+flags.DEFINE_integer("eigenspace_every", None, "Eigenspace snapshot every N epochs (default 5).")
+flags.DEFINE_integer("seed", None, "Random seed (default 0).")
+
+#: Flags copied verbatim onto Config fields when given.
+OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "dataset",
+             "data_dir", "image_size", "batch_size", "max_train_examples",
+             "max_test_examples", "width", "mixed_precision", "jit_compile", "augment_on",
+             "knn_every", "eigenspace_every", "seed")
+
+
+def make_config(values):
+    """The effective Config from a dict of flag values (``None`` = not given)."""
+    if values.get("model") and values.get("config"):
+        raise ValueError(f"--model and --config exclude each other. Received: "
+                         f"--model={values['model']} --config={values['config']}")
+    if values.get("config"):
+        config = config_lib.get_config(values["config"])
+    else:
+        model = values.get("model") or "byol"
+        if model not in config_lib.MODELS:
+            raise ValueError(f"Unknown --model {model!r}. Valid: {sorted(config_lib.MODELS)}")
+        config = config_lib.get_config(config_lib.MODELS[model])
+    changes = {k: values[k] for k in OVERRIDES if values.get(k) is not None}
+    if "dataset" in changes:
+        changes = {**config_lib.dataset_preset(changes["dataset"]), **changes}
+    if values.get("one_layer_predictor"):
+        if config.predictor != "mlp":
+            raise ValueError("--one_layer_predictor applies to BYOL and SimSiam configs (MLP "
+                             f"predictor) only. Received: config {config.name!r} with "
+                             f"predictor {config.predictor!r}")
+        changes["predictor"] = "linear"
+    return config.replace(**changes)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from experiments.training import train  # imports TensorFlow
+    try:
+        if not FLAGS.name:
+            raise ValueError("--name is required (results go to RESULTS_DIR/NAME).")
+        config = make_config({name: FLAGS[name].value for name in
+                              (*OVERRIDES, "model", "config", "one_layer_predictor")})
+        metrics = train(config, FLAGS.name, results_dir=FLAGS.results_dir,
+                        resume=FLAGS.resume, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
+    except ValueError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as error:  # e.g. NonFiniteLossError: one line, non-zero exit
+        from experiments.callbacks import NonFiniteLossError
+        if isinstance(error, NonFiniteLossError):
+            print(f"train.py: error: {error}", file=sys.stderr)
+            sys.exit(3)
+        raise
+    print(f"top1={metrics['top1']:.6f} top5={metrics['top5']:.6f}")
+    logging.info("results in %s/%s", FLAGS.results_dir, FLAGS.name)
+
+
+if __name__ == "__main__":
+    app.run(main)
