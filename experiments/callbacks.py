@@ -28,7 +28,8 @@ def current_learning_rate(optimizer):
     """The base learning rate (the default optimizer's, for a MultiOptimizer)."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     if isinstance(inner, keras.optimizers.MultiOptimizer):
-        inner = inner.optimizers[0]
+        # The OptimizerMap's default optimizer holds the base (non-predictor) rate.
+        inner = inner._optimizer_map.default_optimizer
     return float(keras.ops.convert_to_numpy(inner.learning_rate))
 
 

@@ -1,0 +1,93 @@
+"""experiments.training / callbacks: resume, NaN guard, effective Wp."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from config import get_config
+from experiments import callbacks as cb
+from experiments.eigenspace import load_eigenspace
+from experiments.training import train
+from models import SiameseNetwork
+
+TINY = dict(dataset="synthetic", max_train_examples=48, max_test_examples=24, batch_size=16,
+            width=0.0625, image_size=16, epochs_pretraining=3, epochs_finetuning=1,
+            knn_every=0, eigenspace=True, eigenspace_every=1)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Simulates a killed process after ``epochs`` completed epochs."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epochs:
+            raise KeyboardInterrupt
+
+
+def files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root)
+                  for d, _, fs in os.walk(root) for f in fs if "tfevents" not in f)
+
+
+def test_resume_after_interruption_gives_the_same_layout(tmp_path):
+    config = get_config("direct_pred").replace(**TINY)
+    train(config, "full", results_dir=str(tmp_path), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, "cut", results_dir=str(tmp_path), verbose=0, callbacks=[Interrupt(2)])
+    assert os.path.isdir(tmp_path / "cut" / "checkpoint")
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="epochs_pretraining"):
+        train(config.replace(epochs_pretraining=4), "cut", results_dir=str(tmp_path),
+              resume=True, verbose=0)
+    train(config, "cut", results_dir=str(tmp_path), resume=True, verbose=0)
+    assert files(tmp_path / "cut") == files(tmp_path / "full")
+    with open(tmp_path / "cut" / "history.csv") as f:
+        epochs = [(r["phase"], int(r["epoch"])) for r in csv.DictReader(f)]
+    assert epochs == [("pretrain", 1), ("pretrain", 2), ("pretrain", 3), ("probe", 1)]
+    records = load_eigenspace(str(tmp_path / "cut" / "eigenspace_results"))
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    resumed = SiameseNetwork(config)
+    resumed.load_weights(str(tmp_path / "cut" / "siamese.weights.h5"))
+    assert int(resumed.step_counter.numpy()) == 3 * (48 // 16)
+
+
+def test_resume_needs_an_existing_run(tmp_path):
+    config = get_config("byol").replace(**TINY)
+    with pytest.raises(ValueError, match="No results folder"):
+        train(config, "absent", results_dir=str(tmp_path), resume=True)
+
+
+def test_non_finite_loss_guard():
+    guard = cb.NonFiniteLossGuard()
+    guard.on_epoch_begin(4)
+    guard.on_train_batch_end(0, {"loss": 1.0})
+    with pytest.raises(cb.NonFiniteLossError, match="epoch 5, step 3"):
+        guard.on_train_batch_end(2, {"loss": float("nan")})
+    with pytest.raises(cb.NonFiniteLossError):
+        guard.on_train_batch_end(0, {"loss": float("inf")})
+
+
+def test_effective_predictor_matrix():
+    linear = SiameseNetwork(get_config("byol_baseline").replace(
+        width=0.0625, image_size=8, projection_dim=8))
+    z = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    np.testing.assert_array_equal(cb.predictor_matrix(linear, z),
+                                  linear.predictor_kernel.numpy().T)
+    mlp = SiameseNetwork(get_config("byol").replace(
+        width=0.0625, image_size=8, projection_dim=8, predictor_hidden_dim=16))
+    p = np.asarray(mlp.predictor(z, training=False), np.float64)
+    expected = np.linalg.lstsq(z.astype(np.float64), p, rcond=None)[0].T
+    np.testing.assert_allclose(cb.predictor_matrix(mlp, z), expected, atol=1e-6)
+
+
+def test_learning_rate_of_plain_and_multi_optimizers():
+    from models import build_optimizer
+    assert cb.current_learning_rate(build_optimizer(get_config("byol"))) == pytest.approx(0.03)
+    multi = build_optimizer(get_config("simsiam_symmetric_predictor"))
+    assert cb.current_learning_rate(multi) == pytest.approx(0.03)

@@ -1,0 +1,190 @@
+"""train.py / test.py end to end on synthetic data, and their flag handling."""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = ["--dataset", "synthetic", "--max_train_examples", "48",
+              "--max_test_examples", "24", "--batch_size", "16", "--width", "0.0625",
+              "--image_size", "16", "--epochs_pretraining", "2", "--epochs_finetuning", "2",
+              "--knn_every", "1", "--eigenspace_every", "1", "--verbose", "0"]
+
+
+def run(script, *args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def printed(output, key):
+    line = [l for l in output.splitlines() if l.startswith("top1=")][-1]
+    return dict(part.split("=") for part in line.split())[key]
+
+
+def tree_digest(path):
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("model", ["byol", "simsiam", "directpred", "directcopy"])
+def test_train_then_test_end_to_end(tmp_path, model):
+    results = str(tmp_path)
+    done = run("train.py", "--model", model, "--eigenspace", "--name", "run",
+               "--results_dir", results, *TINY_FLAGS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "run"
+    for name in ["config.json", "run.json", "encoder.weights.h5", "encoder.keras",
+                 "siamese.weights.h5", "classifier/classifier.keras", "history.csv",
+                 "metrics.json", "eigenspace_results/eigenspace.npz",
+                 "eigenspace_results/eigenspace.json", "training_curves.png",
+                 "eigenspace.png"]:
+        assert (folder / name).is_file(), name
+    assert any((folder / "logs").rglob("events.out.tfevents*"))
+    assert not (folder / "checkpoint").exists()
+    saved = config_lib.Config.from_json((folder / "config.json").read_text())
+    expected = config_lib.get_config(config_lib.MODELS[model])
+    assert saved.name == expected.name and saved.predictor == expected.predictor
+    assert (saved.epochs_pretraining, saved.width, saved.dataset, saved.eigenspace) == (
+        2, 0.0625, "synthetic", True)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with open(folder / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["phase"], int(r["epoch"])) for r in rows] == [
+        ("pretrain", 1), ("pretrain", 2), ("probe", 1), ("probe", 2)]
+    assert float(rows[1]["knn_accuracy"]) == pytest.approx(metrics["knn_accuracy"])
+    from experiments.eigenspace import load_eigenspace
+    assert [r["epoch"] for r in load_eigenspace(str(folder / "eigenspace_results"))] == [0, 1, 2]
+    import keras
+    import models  # noqa: F401  registers SiameseNetwork / ClassificationNetwork
+    encoder = keras.models.load_model(str(folder / "encoder.keras"))
+    assert encoder.output.shape[-1] == 32
+    classifier = keras.models.load_model(str(folder / "classifier/classifier.keras"))
+    assert classifier(np.zeros((2, 16, 16, 3), "float32")).shape == (2, 10)
+
+    evaluated = run("test.py", "--name", "run", "--results_dir", results)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert float(printed(evaluated.stdout, "top1")) == pytest.approx(metrics["top1"], abs=1e-6)
+    assert float(printed(evaluated.stdout, "top5")) == pytest.approx(metrics["top5"], abs=1e-6)
+    assert float(printed(done.stdout, "top1")) == pytest.approx(metrics["top1"], abs=1e-6)
+    assert "eigenspace.png" in evaluated.stdout
+
+
+def test_test_py_only_vis_draws_without_evaluating(tmp_path):
+    done = run("train.py", "--config", "eigenspace_experiment", "--name", "v",
+               "--results_dir", str(tmp_path), *TINY_FLAGS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    os.remove(tmp_path / "v" / "eigenspace.png")
+    for flag in (["--only", "vis"], ["--only_vis"]):
+        shown = run("test.py", "--name", "v", "--results_dir", str(tmp_path), *flag)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert "top1=" not in shown.stdout
+        assert (tmp_path / "v" / "eigenspace.png").is_file()
+
+
+def one_line_error(done):
+    lines = [l for l in done.stderr.strip().splitlines() if "error" in l.lower()]
+    assert done.returncode != 0
+    assert lines, done.stderr[-2000:]
+    return lines[-1]
+
+
+def test_bad_inputs_exit_non_zero_and_leave_results_untouched(tmp_path):
+    results = str(tmp_path)
+    assert run("train.py", "--model", "byol", "--name", "keep", "--results_dir", results,
+               *TINY_FLAGS).returncode == 0
+    before = tree_digest(tmp_path / "keep")
+    again = run("train.py", "--model", "byol", "--name", "keep", "--results_dir", results,
+                *TINY_FLAGS)
+    assert "--overwrite" in one_line_error(again)
+    missing = run("train.py", "--model", "byol", "--name", "keep", "--results_dir", results,
+                  "--overwrite", *TINY_FLAGS[:0], "--dataset", "folder", "--data_dir",
+                  str(tmp_path / "nowhere"), "--verbose", "0")
+    assert "nowhere" in one_line_error(missing)
+    both = run("train.py", "--model", "byol", "--config", "simsiam", "--name", "keep",
+               "--results_dir", results, "--overwrite")
+    assert "exclude" in one_line_error(both)
+    assert tree_digest(tmp_path / "keep") == before
+
+    assert "nothing" in one_line_error(run("test.py", "--name", "nothing",
+                                           "--results_dir", results))
+    run_json = tmp_path / "keep" / "run.json"
+    info = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**info, "status": "pretrained"}))
+    assert "classifier" in one_line_error(run("test.py", "--name", "keep",
+                                              "--results_dir", results))
+    run_json.write_text(json.dumps({**info, "format_version": 99}))
+    assert "format" in one_line_error(run("test.py", "--name", "keep",
+                                          "--results_dir", results))
+    os.makedirs(tmp_path / "stranger")
+    assert "not a results folder" in one_line_error(run("test.py", "--name", "stranger",
+                                                        "--results_dir", results))
+
+
+# ---- flag -> Config mapping (no subprocess) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def train_module():
+    sys.path.insert(0, ROOT)
+    import train
+    return train
+
+
+@pytest.mark.parametrize("flag,value,field", [
+    ("epochs_pretraining", 3, "epochs_pretraining"), ("epochs_finetuning", 4,
+                                                      "epochs_finetuning"),
+    ("symmetry", True, "symmetry"), ("eigenspace", True, "eigenspace"),
+    ("dataset", "folder", "dataset"), ("data_dir", "/data", "data_dir"),
+    ("image_size", 24, "image_size"), ("batch_size", 64, "batch_size"),
+    ("max_train_examples", 100, "max_train_examples"),
+    ("max_test_examples", 50, "max_test_examples"), ("width", 0.5, "width"),
+    ("mixed_precision", "bfloat16", "mixed_precision"), ("jit_compile", True, "jit_compile"),
+    ("augment_on", "device", "augment_on"), ("knn_every", 0, "knn_every"),
+    ("eigenspace_every", 2, "eigenspace_every"), ("seed", 7, "seed")])
+def test_every_override_flag_reaches_the_config(train_module, flag, value, field):
+    assert flag in train_module.OVERRIDES
+    config = train_module.make_config({"model": "directpred", flag: value})
+    assert getattr(config, field) == value
+    assert getattr(config_lib.get_direct_pred(), field) != value
+
+
+def test_unset_flags_keep_the_factory_values(train_module):
+    assert train_module.make_config({"config": "direct_pred_freq_5"}) == \
+        config_lib.get_direct_pred_freq_5()
+    assert train_module.make_config({}) == config_lib.get_byol()
+
+
+def test_model_and_config_flags(train_module):
+    assert train_module.make_config({"model": "directcopy"}) == config_lib.get_direct_copy()
+    with pytest.raises(ValueError, match="exclude"):
+        train_module.make_config({"model": "byol", "config": "simsiam"})
+    with pytest.raises(ValueError, match="Valid names"):
+        train_module.make_config({"config": "nonsense"})
+
+
+def test_one_layer_predictor(train_module):
+    for model in ("byol", "simsiam"):
+        config = train_module.make_config({"model": model, "one_layer_predictor": True})
+        assert config.predictor == "linear"
+    for model in ("directpred", "directcopy"):
+        with pytest.raises(ValueError, match="one_layer_predictor"):
+            train_module.make_config({"model": model, "one_layer_predictor": True})
+
+
+def test_stl10_preset_and_explicit_flags_win(train_module):
+    config = train_module.make_config({"dataset": "stl10"})
+    assert config.image_size == 96 and config.blur_prob > 0
+    assert config.jitter == (0.8, 0.8, 0.8, 0.2)
+    assert train_module.make_config({"dataset": "stl10", "image_size": 64}).image_size == 64
