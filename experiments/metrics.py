@@ -1,0 +1,108 @@
+"""Evaluation monitors: collapse (normalised std) and weighted kNN accuracy.
+
+TensorFlow is imported lazily, so :func:`normalized_std_np` works without it.
+"""
+
+import numpy as np
+
+__all__ = ["normalized_std_np", "normalized_std", "knn_predict", "knn_accuracy"]
+
+# Same floor as tf.math.l2_normalize: x / sqrt(max(sum x^2, eps)).
+_L2_EPSILON = 1e-12
+
+
+def _tf():
+    import tensorflow as tf  # lazy: keep NumPy-only callers free of TF
+    return tf
+
+
+def normalized_std_np(z):
+    """Collapse monitor (NumPy): mean over dims of the batch std of ``z / |z|``.
+
+    About ``1/sqrt(d)`` for well-spread outputs, ~0 when all rows collapse to
+    one direction (SimSiam, Chen & He 2021, Sec. 4.1; the collapse discussed in
+    Tian et al. 2021, Sec. 3). Population std (``ddof=0``), as ``tf.math.reduce_std``.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0:
+        raise ValueError(f"z must be 2-D [N, d] with N >= 1. Received: z.shape={z.shape}")
+    norms = np.sqrt(np.maximum(np.sum(z * z, axis=1, keepdims=True), _L2_EPSILON))
+    return float(np.mean(np.std(z / norms, axis=0)))
+
+
+def normalized_std(z):
+    """TensorFlow version of :func:`normalized_std_np` (float32 scalar tensor), the
+    one the train step logs as ``z_std``: :func:`models.metrics.normalized_std`."""
+    from models.metrics import normalized_std as in_graph  # lazy: imports TensorFlow
+    return in_graph(z)
+
+
+def _knn_inputs(train_features, train_labels, test_features, num_classes, k,
+                temperature, batch_size):
+    tf = _tf()
+    train = tf.cast(tf.convert_to_tensor(train_features), tf.float32)
+    test = tf.cast(tf.convert_to_tensor(test_features), tf.float32)
+    labels = np.asarray(train_labels).reshape(-1)
+    if train.shape.rank != 2 or test.shape.rank != 2 or train.shape[1] != test.shape[1]:
+        raise ValueError("train_features and test_features must be 2-D with the same "
+                         f"feature size. Received: shapes {train.shape} and {test.shape}")
+    if train.shape[0] == 0:
+        raise ValueError("train_features must contain at least one example.")
+    if labels.shape[0] != train.shape[0] or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError("train_labels must be integers, one per training example. "
+                         f"Received: {labels.shape[0]} labels of dtype {labels.dtype} "
+                         f"for {train.shape[0]} examples")
+    if int(num_classes) < 1 or labels.min() < 0 or labels.max() >= int(num_classes):
+        raise ValueError(f"train_labels must lie in [0, num_classes). Received: "
+                         f"num_classes={num_classes!r}, labels in [{labels.min()}, {labels.max()}]")
+    if int(k) < 1 or int(batch_size) < 1 or not float(temperature) > 0:
+        raise ValueError("k and batch_size must be >= 1 and temperature > 0. Received: "
+                         f"k={k!r}, batch_size={batch_size!r}, temperature={temperature!r}")
+    return tf, train, tf.constant(labels, tf.int32), test
+
+
+def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
+                temperature=0.1, batch_size=1024):
+    """Weighted kNN classifier (Wu et al. 2018 InstDisc; as in SimCLR/solo-learn).
+
+    Features are cast to float32 (whatever their dtype, e.g. bfloat16) and
+    l2-normalised; for each test feature the ``k`` most cosine-similar training
+    features vote for their class with weight ``exp(sim / temperature)``; the
+    prediction is the argmax of the summed votes. ``k`` is clipped to the
+    training-set size; test features are processed in chunks of ``batch_size``.
+    Eager only. Returns an ``int64`` NumPy array of predicted labels.
+
+    Weights are computed as ``exp((sim - max_sim) / temperature)`` (a per-row
+    constant factor), which leaves the argmax unchanged and avoids float32
+    overflow at small temperatures.
+    """
+    tf, train, labels, test = _knn_inputs(train_features, train_labels, test_features,
+                                          num_classes, k, temperature, batch_size)
+    train = tf.math.l2_normalize(train, axis=1)
+    k = min(int(k), int(train.shape[0]))
+    num_classes, batch_size = int(num_classes), int(batch_size)
+    predictions = []
+    for start in range(0, int(test.shape[0]), batch_size):
+        chunk = tf.math.l2_normalize(test[start:start + batch_size], axis=1)
+        similarity = tf.matmul(chunk, train, transpose_b=True)        # [b, N]
+        top_sim, top_idx = tf.math.top_k(similarity, k=k)              # [b, k]
+        weights = tf.exp((top_sim - top_sim[:, :1]) / float(temperature))
+        votes = tf.one_hot(tf.gather(labels, top_idx), num_classes, dtype=tf.float32)
+        scores = tf.einsum("bk,bkc->bc", weights, votes)
+        predictions.append(tf.argmax(scores, axis=1, output_type=tf.int64).numpy())
+    if not predictions:
+        return np.zeros((0,), dtype=np.int64)
+    return np.concatenate(predictions)
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes,
+                 k=200, temperature=0.1, batch_size=1024):
+    """Top-1 accuracy (float in [0, 1]) of :func:`knn_predict` on ``test_labels``."""
+    test_labels = np.asarray(test_labels).reshape(-1)
+    num_test = len(test_features)
+    if test_labels.shape[0] != num_test or num_test == 0:
+        raise ValueError("test_labels must have one label per test feature (at least one). "
+                         f"Received: {test_labels.shape[0]} labels for {num_test} test features")
+    predicted = knn_predict(train_features, train_labels, test_features, num_classes,
+                            k=k, temperature=temperature, batch_size=batch_size)
+    return float(np.mean(predicted == test_labels))

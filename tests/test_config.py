@@ -1,0 +1,79 @@
+import dataclasses
+import json
+
+import pytest
+
+import config as config_lib
+from config import Config, get_config
+
+
+@pytest.mark.parametrize("name", sorted(config_lib.FACTORIES))
+def test_every_factory_round_trips_through_json_exactly(name):
+    config = get_config(name)
+    assert config.name == name
+    again = Config.from_json(config.to_json())
+    assert again == config
+    assert json.loads(again.to_json()) == json.loads(config.to_json())
+
+
+def test_get_config_accepts_factory_function_names():
+    assert get_config("get_direct_pred") == config_lib.get_direct_pred()
+
+
+def test_unknown_config_lists_valid_names():
+    with pytest.raises(ValueError) as error:
+        get_config("byol2")
+    assert "byol2" in str(error.value)
+    for name in config_lib.FACTORIES:
+        assert name in str(error.value)
+
+
+def test_model_names_map_to_factories():
+    assert set(config_lib.MODELS) == {"byol", "simsiam", "directpred", "directcopy"}
+    for factory in config_lib.MODELS.values():
+        assert factory in config_lib.FACTORIES
+
+
+def test_published_defaults():
+    c = Config()
+    assert (c.learning_rate, c.momentum, c.weight_decay, c.batch_size) == (0.03, 0.9, 4e-4, 128)
+    assert (c.ema_tau, c.corr_rho, c.predictor_freq) == (0.996, 0.3, 1)
+    assert (c.probe_learning_rate, c.probe_weight_decay, c.epochs_finetuning) == (3e-4, 1e-3, 50)
+    assert c.width == 1.0 and c.backbone == "resnet18"
+
+
+def test_factories_differ_where_the_paper_says():
+    dp, dp5, sp = (get_config(n) for n in ("direct_pred", "direct_pred_freq_5", "simsiam_pred"))
+    assert dp.predictor == sp.predictor == "directpred" and dp.uses_ema and not sp.uses_ema
+    assert dp5.predictor_freq == 5
+    dc = get_config("direct_copy")
+    assert (dc.predictor, dc.predictor_eps, dc.corr_rho) == ("directcopy", 0.3, 0.5)
+    assert not get_config("direct_copy_no_ema").uses_ema
+    assert get_config("simsiam").ema_tau == 0.0
+    assert get_config("byol_baseline").predictor == "linear"
+    assert get_config("simsiam_baseline").predictor == "linear"
+    assert get_config("deeper_projection").projector == "deeper"
+    stable = get_config("simsiam_symmetric_predictor")
+    assert stable.symmetry and stable.predictor_lr_multiplier == 10.0
+
+
+@pytest.mark.parametrize("field,value", [
+    ("predictor", "quadratic"), ("mixed_precision", "fp8"), ("projector", "wide"),
+    ("augment_on", "gpu"), ("ema_tau", 1.0), ("batch_size", 0), ("width", 0),
+    ("max_train_examples", 0), ("predictor_freq", 0), ("version", 99)])
+def test_bad_values_name_the_field_and_value(field, value):
+    with pytest.raises(ValueError) as error:
+        Config().replace(**{field: value})
+    assert field in str(error.value) and repr(value) in str(error.value)
+
+
+def test_unknown_fields_are_rejected():
+    with pytest.raises(ValueError, match="learning_rat"):
+        Config().replace(learning_rat=0.1)
+    with pytest.raises(ValueError, match="bogus"):
+        Config.from_dict({**Config().to_dict(), "bogus": 1})
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().learning_rate = 1.0
