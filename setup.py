@@ -17,6 +17,8 @@ setup(
         "tensorflow-cpu==2.21.0",
         "keras==3.15.1",
         "tensorflow-datasets==4.9.10",
+        # tfds 4.9.10 imports it in download_and_prepare without declaring it.
+        "importlib-resources==7.1.0",
         "tensorboard==2.21.0",
         "absl-py==2.5.1",
         "numpy>=1.26,<3",

@@ -233,3 +233,12 @@ def test_siamese_network_round_trips_through_keras_file(tmp_path, views):
     np.testing.assert_array_equal(loaded.predictor_kernel.numpy(),
                                   model.predictor_kernel.numpy())
     assert int(loaded.step_counter.numpy()) == 1
+
+
+def test_device_augmentation_trains_on_raw_uint8_batches():
+    config = tiny_config("byol", augment_on="device")
+    model = make(config)
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
+    logs = model.train_on_batch(images, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+    assert int(model.step_counter.numpy()) == 1

@@ -1,0 +1,137 @@
+"""Scaled-down reproduction of the paper's CIFAR-10 findings on a CPU.
+
+    python experiments/scripts/reproduce_small.py --data_dir PATH_TO_CIFAR10_FOLDER
+    python experiments/scripts/reproduce_small.py --smoke        # every row, synthetic data
+
+Trains every row with one shared scaled-down setting (same encoder width, subset, epochs,
+batch and probe), then writes RESULTS_DIR/table.md, table.json and a bar chart. Rows whose
+run folder is already complete are reused (pass --overwrite to redo them).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Image folder ROOT/{train,test}/<class>/ (CIFAR-10).")
+flags.DEFINE_string("results_dir", os.path.join("results", "reproduce_small"),
+                    "Where the runs, table.md and figures go.")
+flags.DEFINE_boolean("smoke", False, "Every row for a few steps on synthetic data.")
+flags.DEFINE_boolean("overwrite", False, "Re-run rows that already completed.")
+flags.DEFINE_list("rows", None, "Only these rows (default: all).")
+flags.DEFINE_float("width", 0.25, "Encoder width multiplier of every row.")
+flags.DEFINE_integer("max_train_examples", 10000, "Train subset (pre-training and probe).")
+flags.DEFINE_integer("max_test_examples", 2000, "Test subset.")
+flags.DEFINE_integer("epochs", 20, "Pre-training epochs of every pre-trained row.")
+flags.DEFINE_integer("probe_epochs", 50, "Linear-probe epochs.")
+flags.DEFINE_integer("batch_size", 128, "Pre-training batch size.")
+flags.DEFINE_integer("seed", 0, "Seed of every row.")
+
+#: (row name, factory, Config overrides, should it collapse?) -- paper Tables 1, 3, 8.
+ROWS = [
+    ("random_init", "byol", {"epochs_pretraining": 0}, False),
+    ("byol", "byol", {}, False),
+    ("sgd_linear_predictor", "byol_baseline", {}, False),
+    ("directpred", "direct_pred", {}, False),
+    ("directpred_no_ema", "simsiam_pred", {}, False),
+    ("directcopy", "direct_copy", {}, False),
+    ("simsiam", "simsiam", {}, False),
+    ("one_layer_no_ema", "simsiam_baseline", {}, True),
+]
+
+
+def shared_settings(smoke):
+    """Config overrides shared by every row."""
+    if smoke:
+        return dict(dataset="synthetic", data_dir=None, image_size=16, width=0.0625,
+                    max_train_examples=32, max_test_examples=16, batch_size=16,
+                    epochs_pretraining=1, epochs_finetuning=1, knn_every=1,
+                    eigenspace=True, eigenspace_every=1, seed=FLAGS.seed)
+    if not FLAGS.data_dir:
+        raise ValueError("--data_dir is required (or --smoke): the folder extracted from "
+                         "cifar10-jpeg.tar.gz, with train/<class>/ and test/<class>/.")
+    return dict(dataset="folder", data_dir=FLAGS.data_dir, image_size=32, width=FLAGS.width,
+                max_train_examples=FLAGS.max_train_examples,
+                max_test_examples=FLAGS.max_test_examples, batch_size=FLAGS.batch_size,
+                epochs_pretraining=FLAGS.epochs, epochs_finetuning=FLAGS.probe_epochs,
+                knn_every=FLAGS.epochs, eigenspace=True,
+                eigenspace_every=max(1, FLAGS.epochs // 5), seed=FLAGS.seed)
+
+
+def run_rows(rows, shared, results_dir, overwrite):
+    from config import get_config
+    from experiments.training import RunDirectory, read_run, train
+
+    table = []
+    for name, factory, overrides, collapses in rows:
+        config = get_config(factory).replace(**{**shared, **overrides})
+        run = RunDirectory(results_dir, name)
+        metrics = None
+        if not overwrite and os.path.exists(run.metrics):
+            info, saved = read_run(run.root)
+            if info["status"] == "complete" and saved == config:
+                with open(run.metrics) as f:
+                    metrics = json.load(f)
+        if metrics is None:
+            metrics = train(config, name, results_dir=results_dir, overwrite=True, verbose=0)
+        table.append({"name": name, "factory": factory, "expected_collapse": collapses,
+                      "probe_top1": metrics["top1"], "probe_top5": metrics["top5"],
+                      "knn_accuracy": metrics["knn_accuracy"], "z_std": metrics["z_std"],
+                      "seconds": metrics["seconds"]})
+        print(f"{name}: top-1 {metrics['top1']:.4f} knn {metrics['knn_accuracy']} "
+              f"z_std {metrics['z_std']} ({metrics['seconds']:.0f} s)", flush=True)
+    return table
+
+
+def _fmt(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def write_table(table, shared, results_dir):
+    from experiments.visualisation import plot_bar_chart
+
+    lines = ["| row | factory | probe top-1 | probe top-5 | kNN top-1 | z-std (final) | "
+             "expected to collapse | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for row in table:
+        lines.append(f"| {row['name']} | `{row['factory']}` | {_fmt(row['probe_top1'])} | "
+                     f"{_fmt(row['probe_top5'])} | {_fmt(row['knn_accuracy'])} | "
+                     f"{_fmt(row['z_std'])} | {'yes' if row['expected_collapse'] else 'no'} | "
+                     f"{row['seconds']:.0f} |")
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(shared.items()) if k != "data_dir")
+    text = "\n".join(lines) + f"\n\nShared settings: {settings}.\n"
+    with open(os.path.join(results_dir, "table.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(results_dir, "table.json"), "w") as f:
+        json.dump({"rows": table, "settings": shared}, f, indent=2)
+    plot_bar_chart(table, os.path.join(results_dir, "table.png"),
+                   metrics=("probe_top1", "knn_accuracy"), title="linear probe and kNN top-1")
+    return text
+
+
+def main(argv):
+    del argv
+    try:
+        shared = shared_settings(FLAGS.smoke)
+        rows = ROWS
+        if FLAGS.rows:
+            known = [r[0] for r in ROWS]
+            unknown = [r for r in FLAGS.rows if r not in known]
+            if unknown:
+                raise ValueError(f"Unknown rows {unknown}. Valid: {known}")
+            rows = [r for r in ROWS if r[0] in FLAGS.rows]
+        os.makedirs(FLAGS.results_dir, exist_ok=True)
+        table = run_rows(rows, shared, FLAGS.results_dir, FLAGS.overwrite)
+    except ValueError as error:
+        print(f"reproduce_small.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(write_table(table, shared, FLAGS.results_dir))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,33 @@
+"""reproduce_small.py --smoke: every row of the table for a few steps on synthetic data."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "experiments", "scripts", "reproduce_small.py")
+
+
+def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--results_dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((tmp_path / "table.json").read_text())
+    names = [row["name"] for row in table["rows"]]
+    assert names == ["random_init", "byol", "sgd_linear_predictor", "directpred",
+                     "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema"]
+    for row in table["rows"]:
+        assert 0.0 <= row["probe_top1"] <= 1.0
+    assert (tmp_path / "table.md").read_text().count("\n| ") >= 8
+    assert (tmp_path / "table.png").stat().st_size > 0
+    assert (tmp_path / "directpred" / "eigenspace.png").is_file()
+    assert (tmp_path / "byol" / "eigenspace.png").is_file()
+
+
+def test_missing_data_dir_is_a_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, SCRIPT, "--results_dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2
+    assert "--data_dir is required" in done.stderr
