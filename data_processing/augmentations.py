@@ -34,6 +34,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from config import Config
+
 #: Luma weights of torchvision ``rgb_to_grayscale`` (ITU-R 601-2).
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 #: RandomResizedCrop tries this many (area, ratio) draws before the centre-crop fallback.
@@ -56,22 +58,26 @@ _C_SIGMA = _C_BLUR_ON + 1
 _NUM_UNIFORMS = _C_SIGMA + 1
 
 
+#: Defaults come from Config, so the two never drift apart.
+_DEFAULTS = Config()
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
-    """The augmentation fields of :class:`config.Config` (same names and meaning)."""
+    """The augmentation fields of :class:`config.Config` (same names, meaning, defaults)."""
 
-    image_size: int = 32
-    crop_scale: Tuple[float, float] = (0.08, 1.0)
-    crop_ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
-    flip_prob: float = 0.5
-    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_prob: float = 0.8
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.0
-    blur_kernel_size: int = 9
-    blur_sigma: Tuple[float, float] = (0.1, 2.0)
-    normalize_mean: Tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    normalize_std: Tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+    image_size: int = _DEFAULTS.image_size
+    crop_scale: Tuple[float, float] = _DEFAULTS.crop_scale
+    crop_ratio: Tuple[float, float] = _DEFAULTS.crop_ratio
+    flip_prob: float = _DEFAULTS.flip_prob
+    jitter: Tuple[float, float, float, float] = _DEFAULTS.jitter
+    jitter_prob: float = _DEFAULTS.jitter_prob
+    grayscale_prob: float = _DEFAULTS.grayscale_prob
+    blur_prob: float = _DEFAULTS.blur_prob
+    blur_kernel_size: int = _DEFAULTS.blur_kernel_size
+    blur_sigma: Tuple[float, float] = _DEFAULTS.blur_sigma
+    normalize_mean: Tuple[float, float, float] = _DEFAULTS.normalize_mean
+    normalize_std: Tuple[float, float, float] = _DEFAULTS.normalize_std
 
     def __post_init__(self):
         # Tuples keep the dataclass hashable (it keys the compiled-function cache).

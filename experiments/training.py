@@ -37,7 +37,8 @@ from data_processing.datasets import load_dataset_from_config
 from experiments import callbacks as cb
 from experiments import eigenspace, visualisation
 from models import SiameseNetwork, build_optimizer
-from models.classifier import fit_linear_probe, topk_accuracy
+from experiments.metrics import knn_accuracy
+from models.classifier import extract_features, fit_linear_probe, topk_accuracy
 
 RESULTS_FORMAT_VERSION = 1
 EIGENSPACE_PROBE_EXAMPLES = 1024
@@ -278,8 +279,11 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
     else:
         encoder = keras.models.load_model(run.encoder_model)
     test_eval = evaluation_dataset(data.test, config)
+    # Features of the un-augmented images, computed once for the probe and the final kNN.
+    train_features = extract_features(encoder, evaluation_dataset(data.train, config))
+    test_features = extract_features(encoder, test_eval)
     classifier, probe = fit_linear_probe(
-        encoder, evaluation_dataset(data.train, config), test_eval, data.num_classes,
+        encoder, train_features, test_features, data.num_classes,
         epochs=config.epochs_finetuning, learning_rate=config.probe_learning_rate,
         weight_decay=config.probe_weight_decay, batch_size=config.probe_batch_size,
         seed=config.seed, verbose=verbose)
@@ -288,12 +292,15 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
     rows = _write_history(run, probe)
     pretrain = history_columns(rows, "pretrain")
     top1, top5 = evaluate_classifier(classifier, test_eval)
-    knn = [v for v in pretrain.get("knn_accuracy", []) if not math.isnan(v)]
+    knn = None
+    if config.knn_every > 0:  # also for a run without pre-training (the random-init floor)
+        knn = knn_accuracy(*train_features, *test_features, data.num_classes,
+                           k=config.knn_k, temperature=config.knn_temperature)
     metrics = {
         "name": name, "config": config.name, "top1": top1, "top5": top5,
         "best_test_top1_test_selected": probe["best_test_top1"],
         "best_test_top1_epoch_test_selected": probe["best_test_top1_epoch"],
-        "knn_accuracy": knn[-1] if knn else None,
+        "knn_accuracy": knn,
         "z_std": pretrain["z_std"][-1] if pretrain.get("z_std") else None,
         "pretrain_loss": pretrain["loss"][-1] if pretrain.get("loss") else None,
         "num_classes": data.num_classes, "num_test": data.num_test,

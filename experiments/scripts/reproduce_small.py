@@ -25,11 +25,11 @@ flags.DEFINE_string("results_dir", os.path.join("results", "reproduce_small"),
 flags.DEFINE_boolean("smoke", False, "Every row for a few steps on synthetic data.")
 flags.DEFINE_boolean("overwrite", False, "Re-run rows that already completed.")
 flags.DEFINE_list("rows", None, "Only these rows (default: all).")
-flags.DEFINE_float("width", 0.25, "Encoder width multiplier of every row.")
+flags.DEFINE_float("width", 0.125, "Encoder width multiplier of every row.")
 flags.DEFINE_integer("max_train_examples", 10000, "Train subset (pre-training and probe).")
 flags.DEFINE_integer("max_test_examples", 2000, "Test subset.")
 flags.DEFINE_integer("epochs", 20, "Pre-training epochs of every pre-trained row.")
-flags.DEFINE_integer("probe_epochs", 50, "Linear-probe epochs.")
+flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs.")
 flags.DEFINE_integer("batch_size", 128, "Pre-training batch size.")
 flags.DEFINE_integer("seed", 0, "Seed of every row.")
 

@@ -184,8 +184,11 @@ def test_predictor_learning_rate_multiplier_and_own_weight_decay(views):
 
 @pytest.mark.parametrize("name", sorted(config_lib.FACTORIES))
 def test_every_factory_trains_two_steps_with_finite_loss(name):
+    # Eagerly: tracing 14 graphs costs minutes; the graph path of each update rule
+    # is covered by the tests above.
     config = tiny_config(name)
-    model = make(config)
+    model = SiameseNetwork(config)
+    model.compile(optimizer=build_optimizer(config), run_eagerly=True)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(8, 8, 8, 3)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, x[::-1])).batch(4)
@@ -242,3 +245,32 @@ def test_device_augmentation_trains_on_raw_uint8_batches():
     logs = model.train_on_batch(images, return_dict=True)
     assert np.isfinite(logs["loss"]) and logs["loss"] > 0
     assert int(model.step_counter.numpy()) == 1
+
+
+def test_cosine_ema_schedule_is_used_by_the_step(views):
+    config = tiny_config("byol", ema_tau=0.9, ema_schedule="cosine")
+    model = make(config)
+    model.set_total_steps(4)
+    model.train_on_batch(views)  # step 0: tau = 0.9
+    target_vars = model.target_encoder.weights + model.target_projector.weights
+    online_vars = model.online_encoder.weights + model.online_projector.weights
+    before = weights(target_vars)
+    model.train_on_batch(views)  # step 1 of 4: tau = 1 - 0.1 (cos(pi/4) + 1) / 2
+    tau = 1 - 0.1 * (math.cos(math.pi / 4) + 1) / 2
+    for t, t0, o in zip(target_vars, before, weights(online_vars)):
+        np.testing.assert_allclose(t.numpy(), tau * t0 + (1 - tau) * o, rtol=1e-5,
+                                   atol=1e-6, err_msg=t.path)
+
+
+def test_centred_correlation_through_the_step(views):
+    config = tiny_config("direct_pred", corr_center=True)
+    model = make(config)
+    x1, x2 = views
+    z = np.concatenate([online_z(model, x1), online_z(model, x2)])
+    model.train_on_batch(views)
+    mean = z.mean(0)
+    np.testing.assert_allclose(model.correlation_mean.numpy(), mean, rtol=1e-4, atol=1e-6)
+    centred = z.T @ z / len(z) - np.outer(mean, mean)
+    s, u = np.linalg.eigh(centred)
+    p = np.maximum(np.sqrt(np.maximum(s, 0) / s.max()) + 0.1, 1e-4)
+    np.testing.assert_allclose(model.predictor_kernel.numpy(), (u * p) @ u.T, atol=1e-4)
