@@ -353,12 +353,9 @@ def get_config(name: str) -> Config:
 
 #: Config fields a dataset needs unless the user sets them (``train.py --dataset``):
 #: STL-10 at 96 px with the stronger STL recipe (jitter 0.8/0.2, Gaussian blur).
-DATASET_PRESETS = {
-    "stl10": dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=0.5,
-                  blur_kernel_size=9),
-    "tf_flowers": dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=0.5,
-                       blur_kernel_size=9),
-}
+_LARGE_IMAGE_RECIPE = dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=0.5,
+                           blur_kernel_size=9)
+DATASET_PRESETS = {"stl10": _LARGE_IMAGE_RECIPE, "tf_flowers": _LARGE_IMAGE_RECIPE}
 
 
 def dataset_preset(dataset: str) -> dict:

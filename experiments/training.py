@@ -36,8 +36,8 @@ from data_processing.augmentations import (AugmentParams, eval_transform,
 from data_processing.datasets import load_dataset_from_config
 from experiments import callbacks as cb
 from experiments import eigenspace, visualisation
-from models import SiameseNetwork, build_optimizer
 from experiments.metrics import knn_accuracy
+from models import SiameseNetwork, build_optimizer
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
 
 RESULTS_FORMAT_VERSION = 1
@@ -51,6 +51,12 @@ class RunDirectory:
         if not name or os.sep in name or name in (".", ".."):
             raise ValueError(f"Invalid run name {name!r}: use a plain folder name.")
         self.root = os.path.join(results_dir, name)
+
+    @classmethod
+    def from_path(cls, run_dir):
+        """The RunDirectory of an existing folder path ``RESULTS_DIR/NAME``."""
+        run_dir = os.path.normpath(run_dir)
+        return cls(os.path.dirname(run_dir), os.path.basename(run_dir))
 
     def __getattr__(self, item):
         files = {
@@ -86,7 +92,8 @@ def read_run(run_dir):
     Raises ``ValueError`` (one line) for a missing folder, a folder that is not a
     run, or a run written by an incompatible version of this package.
     """
-    run_json = os.path.join(run_dir, "run.json")
+    run = RunDirectory.from_path(run_dir)
+    run_json = run.run_json
     if not os.path.isdir(run_dir):
         raise ValueError(f"No results folder at {run_dir!r}.")
     if not os.path.isfile(run_json):
@@ -102,7 +109,7 @@ def read_run(run_dir):
         raise ValueError(f"{run_dir!r} was written in results format {version}; this "
                          f"version of the package reads format {RESULTS_FORMAT_VERSION}.")
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
+        with open(run.config_json) as f:
             config = Config.from_json(f.read())
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"Cannot read the config of {run_dir!r}: {error}") from None
@@ -153,7 +160,7 @@ def _probe_images(data, config):
     return eval_transform(tf.concat(images, axis=0), params)
 
 
-def _pretrain(run, config, data, verbose, extra_callbacks):
+def _pretrain(run, config, data, pretrain_data, verbose, extra_callbacks):
     model = SiameseNetwork(config)
     model.compile(optimizer=build_optimizer(config), jit_compile=config.jit_compile)
     steps = data.num_pretrain // config.batch_size
@@ -180,7 +187,7 @@ def _pretrain(run, config, data, verbose, extra_callbacks):
     callbacks += [cb.NonFiniteLossGuard(), *extra_callbacks,
                   keras.callbacks.BackupAndRestore(run.checkpoint, double_checkpoint=True)]
     start = time.time()
-    model.fit(pretraining_dataset(data, config), epochs=config.epochs_pretraining,
+    model.fit(pretrain_data, epochs=config.epochs_pretraining,
               callbacks=callbacks, verbose=verbose)
     model.online_encoder.save_weights(run.encoder_weights)
     model.online_encoder.save(run.encoder_model)
@@ -243,7 +250,7 @@ def evaluate_classifier(classifier, test_dataset):
 
 def draw_figures(run_dir):
     """Training-curve and eigenspace PNGs from the files of a results folder."""
-    run = RunDirectory(os.path.dirname(run_dir), os.path.basename(run_dir))
+    run = RunDirectory.from_path(run_dir)
     drawn = []
     if os.path.exists(run.history):
         rows = _read_csv(run.history)
@@ -269,13 +276,11 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
     run = RunDirectory(results_dir, name)
     keras.utils.set_random_seed(config.seed)
     data = load_dataset_from_config(config)
-    if data.num_pretrain < config.batch_size:
-        raise ValueError(f"The pre-training set has {data.num_pretrain} examples, fewer "
-                         f"than one batch (batch_size={config.batch_size}).")
+    pretrain_data = pretraining_dataset(data, config)  # validates batch vs. dataset size
     status = _prepare_directory(run, config, resume, overwrite)
     started = time.time()
     if status == "pretraining":
-        encoder = _pretrain(run, config, data, verbose, callbacks)
+        encoder = _pretrain(run, config, data, pretrain_data, verbose, callbacks)
     else:
         encoder = keras.models.load_model(run.encoder_model)
     test_eval = evaluation_dataset(data.test, config)
@@ -320,7 +325,7 @@ def evaluate(run_dir, only_vis=False):
     info, config = read_run(run_dir)
     result = {}
     if not only_vis:
-        classifier_path = os.path.join(run_dir, "classifier", "classifier.keras")
+        classifier_path = RunDirectory.from_path(run_dir).classifier
         if info["status"] != "complete" or not os.path.exists(classifier_path):
             raise ValueError(f"{run_dir!r} has no fitted classifier (run status: "
                              f"{info['status']}); finish it with train.py --resume.")

@@ -31,20 +31,34 @@ def weights(variables):
     return [v.numpy().copy() for v in variables]
 
 
-def test_ema_update_of_every_target_variable_including_bn_statistics(views):
-    config = tiny_config("byol", ema_tau=0.9)
-    model = make(config)
-    model.train_on_batch(views)  # builds the optimizer; target != online afterwards
+def np_direct_pred(corr, eps):
+    """NumPy reference of Eq. 18: U diag(max(sqrt(s+/s_max) + eps, 1e-4)) U^T."""
+    s, u = np.linalg.eigh(corr)
+    p = np.maximum(np.sqrt(np.maximum(s, 0) / s.max()) + eps, 1e-4)
+    return (u * p) @ u.T
+
+
+def check_one_ema_step(model, views, tau):
+    """Runs one step; asserts target <- tau * target + (1 - tau) * online (after the
+    optimizer update) for every target variable. Returns (target before, online after)."""
     target_vars = model.target_encoder.weights + model.target_projector.weights
     online_vars = model.online_encoder.weights + model.online_projector.weights
     assert len(target_vars) == len(online_vars)
-    assert any("moving_mean" in v.path for v in target_vars)
     before = weights(target_vars)
     model.train_on_batch(views)
     after_online = weights(online_vars)
     for t, t0, o in zip(target_vars, before, after_online):
-        np.testing.assert_allclose(t.numpy(), 0.9 * t0 + 0.1 * o, rtol=1e-5, atol=1e-6,
-                                   err_msg=t.path)
+        np.testing.assert_allclose(t.numpy(), tau * t0 + (1 - tau) * o, rtol=1e-5,
+                                   atol=1e-6, err_msg=t.path)
+    return before, after_online
+
+
+def test_ema_update_of_every_target_variable_including_bn_statistics(views):
+    config = tiny_config("byol", ema_tau=0.9)
+    model = make(config)
+    model.train_on_batch(views)  # builds the optimizer; target != online afterwards
+    assert any("moving_mean" in v.path for v in model.target_encoder.weights)
+    before, after_online = check_one_ema_step(model, views, 0.9)
     assert not np.allclose(before[0], after_online[0])  # the check is not vacuous
 
 
@@ -87,9 +101,8 @@ def test_direct_pred_sets_wp_from_f_and_is_not_trained(views, name):
     model.train_on_batch(views)
     corr = z.T @ z / len(z)  # first step: F = E[z z^T]
     np.testing.assert_allclose(model.correlation.numpy(), corr, rtol=1e-4, atol=1e-6)
-    s, u = np.linalg.eigh(corr)
-    p = np.maximum(np.sqrt(np.maximum(s, 0) / s.max()) + config.predictor_eps, 1e-4)
-    np.testing.assert_allclose(model.predictor_kernel.numpy(), (u * p) @ u.T, atol=1e-4)
+    np.testing.assert_allclose(model.predictor_kernel.numpy(),
+                               np_direct_pred(corr, config.predictor_eps), atol=1e-4)
 
 
 def test_direct_copy_sets_wp_from_f(views):
@@ -252,14 +265,8 @@ def test_cosine_ema_schedule_is_used_by_the_step(views):
     model = make(config)
     model.set_total_steps(4)
     model.train_on_batch(views)  # step 0: tau = 0.9
-    target_vars = model.target_encoder.weights + model.target_projector.weights
-    online_vars = model.online_encoder.weights + model.online_projector.weights
-    before = weights(target_vars)
-    model.train_on_batch(views)  # step 1 of 4: tau = 1 - 0.1 (cos(pi/4) + 1) / 2
-    tau = 1 - 0.1 * (math.cos(math.pi / 4) + 1) / 2
-    for t, t0, o in zip(target_vars, before, weights(online_vars)):
-        np.testing.assert_allclose(t.numpy(), tau * t0 + (1 - tau) * o, rtol=1e-5,
-                                   atol=1e-6, err_msg=t.path)
+    # step 1 of 4: tau = 1 - 0.1 (cos(pi/4) + 1) / 2
+    check_one_ema_step(model, views, 1 - 0.1 * (math.cos(math.pi / 4) + 1) / 2)
 
 
 def test_centred_correlation_through_the_step(views):
@@ -271,6 +278,5 @@ def test_centred_correlation_through_the_step(views):
     mean = z.mean(0)
     np.testing.assert_allclose(model.correlation_mean.numpy(), mean, rtol=1e-4, atol=1e-6)
     centred = z.T @ z / len(z) - np.outer(mean, mean)
-    s, u = np.linalg.eigh(centred)
-    p = np.maximum(np.sqrt(np.maximum(s, 0) / s.max()) + 0.1, 1e-4)
-    np.testing.assert_allclose(model.predictor_kernel.numpy(), (u * p) @ u.T, atol=1e-4)
+    np.testing.assert_allclose(model.predictor_kernel.numpy(), np_direct_pred(centred, 0.1),
+                               atol=1e-4)
