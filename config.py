@@ -25,14 +25,23 @@ CONFIG_VERSION = 1
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
-BACKBONES = ("resnet18", "resnet34")
+#: Encoders of ``models/backbones.py`` (``train.py --backbone``).
+BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121", "efficientnet_b0",
+             "alexnet")
 STEMS = ("auto", "cifar", "imagenet")
+#: ``noncontrastive`` = BYOL / SimSiam / DirectPred / DirectCopy (chosen by the
+#: predictor and target fields); the others are one unit each in ``models/``.
+METHODS = ("noncontrastive", "simclr", "supcon", "swav", "moco", "barlow_twins")
 PROJECTORS = ("mlp", "deeper")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
 AUGMENT_ON = ("host", "device")
-OPTIMIZERS = ("sgd",)
+OPTIMIZERS = ("sgd", "lars", "larc", "adamw", "lamb")
+LR_SCHEDULES = ("constant", "warmup_cosine")
+LR_SCALINGS = ("none", "linear")
+#: ``tf.distribute`` strategies (``experiments/distribute.py: make_strategy``).
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
 
 def _check_choice(field: str, value, choices) -> None:
@@ -87,6 +96,24 @@ class Config:
     predictor: str = "mlp"
     predictor_hidden_dim: int = 512
 
+    # ---- method (the wider family; ignored by the non-contrastive four) ----
+    method: str = "noncontrastive"
+    #: Softmax temperature of NT-Xent (SimCLR), SupCon, InfoNCE (MoCo) and SwAV.
+    temperature: float = 0.1
+    #: MoCo: negatives kept in the queue. SwAV: embeddings kept for Sinkhorn (0 = off).
+    queue_size: int = 0
+    #: SwAV: the queue is used from this epoch on (0-based).
+    queue_start_epoch: int = 0
+    #: SwAV: number of prototypes, Sinkhorn epsilon and iterations (Caron et al. 2020).
+    num_prototypes: int = 3000
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_iterations: int = 3
+    #: SwAV: prototypes get no gradient during the first epochs.
+    freeze_prototypes_epochs: int = 1
+    #: Barlow Twins: weight of the off-diagonal term and overall loss scale.
+    barlow_lambda: float = 0.0051
+    barlow_scale: float = 1.0
+
     # ---- target branch ----------------------------------------------------
     #: EMA rate of the target network; 0 means SimSiam: the target is the
     #: online network itself under stop-gradient (no copy is kept).
@@ -106,8 +133,12 @@ class Config:
     symmetry: bool = False
 
     # ---- optimisation -----------------------------------------------------
+    #: sgd (the paper; coupled L2 decay) | lars | larc | adamw | lamb (decay applied
+    #: by the optimizer, BN parameters and biases excluded): ``models/optimizers.py``.
     optimizer: str = "sgd"
+    #: Base learning rate (``train.py --base_lr``), before ``lr_scaling``.
     learning_rate: float = 0.03
+    #: Momentum of sgd / lars / larc.
     momentum: float = 0.9
     #: L2 coefficient added to the gradient of every parameter (coupled decay).
     weight_decay: float = 4e-4
@@ -115,6 +146,20 @@ class Config:
     predictor_lr_multiplier: float = 1.0
     #: Predictor's own weight decay; ``None`` means ``weight_decay``.
     predictor_weight_decay: Optional[float] = None
+    #: constant (the paper) | warmup_cosine: linear warm-up from ``warmup_lr`` over
+    #: ``warmup_epochs`` (cut to ``epochs_pretraining`` if longer), then cosine decay
+    #: to ``final_lr`` at the end of training.
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    warmup_lr: float = 0.0
+    final_lr: float = 0.0
+    #: none | linear: every rate above times ``batch_size / 256`` (Goyal et al. 2017).
+    lr_scaling: str = "none"
+    #: Trust coefficient of LARS / LARC.
+    lars_eta: float = 0.001
+    #: Moment decay rates of adamw / lamb.
+    adam_beta_1: float = 0.9
+    adam_beta_2: float = 0.999
     batch_size: int = 128
     epochs_pretraining: int = 101
 
@@ -134,6 +179,9 @@ class Config:
     # ---- numerics ---------------------------------------------------------
     mixed_precision: str = "none"
     jit_compile: bool = False
+    #: default (one device) | mirrored (local GPUs) | multiworker (TF_CONFIG) | tpu.
+    #: ``batch_size`` is the global batch, split over the replicas.
+    strategy: str = "default"
 
     version: int = CONFIG_VERSION
 
@@ -146,6 +194,37 @@ class Config:
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _check_choice("augment_on", self.augment_on, AUGMENT_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        self._check_optimisation()
+        _check_choice("method", self.method, METHODS)
+        if self.method != "noncontrastive":
+            for field, default in (("predictor", "mlp"), ("symmetry", False),
+                                   ("eigenspace", False)):
+                if getattr(self, field) != default:
+                    raise ValueError(
+                        f"Config.{field} applies to the non-contrastive methods (BYOL, "
+                        "SimSiam, DirectPred, DirectCopy) only. Received: "
+                        f"method={self.method!r}, {field}={getattr(self, field)!r}")
+        if self.method == "moco" and self.ema_tau <= 0.0:
+            raise ValueError("Config.ema_tau must be > 0 for MoCo (its key encoder is the "
+                             f"momentum copy). Received: ema_tau={self.ema_tau!r}")
+        if self.method == "moco" and self.queue_size < 1:
+            raise ValueError("Config.queue_size must be >= 1 for MoCo. "
+                             f"Received: queue_size={self.queue_size!r}")
+        for field in ("temperature", "sinkhorn_epsilon"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"Config.{field} must be > 0. "
+                                 f"Received: {field}={getattr(self, field)!r}")
+        for field in ("queue_size", "queue_start_epoch", "freeze_prototypes_epochs"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"Config.{field} must be >= 0. "
+                                 f"Received: {field}={getattr(self, field)!r}")
+        for field in ("num_prototypes", "sinkhorn_iterations"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"Config.{field} must be >= 1. "
+                                 f"Received: {field}={getattr(self, field)!r}")
         positive = ("image_size", "batch_size", "projector_hidden_dim",
                     "projection_dim", "predictor_hidden_dim", "predictor_freq",
                     "probe_batch_size", "eigenspace_every", "knn_k",
@@ -178,6 +257,29 @@ class Config:
             raise ValueError(
                 f"Config version {self.version} is not supported by this package "
                 f"(which reads version {CONFIG_VERSION}). Received: version={self.version!r}")
+
+    def _check_optimisation(self):
+        for field in ("learning_rate", "lars_eta"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"Config.{field} must be > 0. "
+                                 f"Received: {field}={getattr(self, field)!r}")
+        for field in ("weight_decay", "warmup_epochs", "warmup_lr", "final_lr"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"Config.{field} must be >= 0. "
+                                 f"Received: {field}={getattr(self, field)!r}")
+        if self.predictor_weight_decay is not None and self.predictor_weight_decay < 0:
+            raise ValueError("Config.predictor_weight_decay must be None or >= 0. "
+                             f"Received: predictor_weight_decay={self.predictor_weight_decay!r}")
+        for field in ("momentum", "adam_beta_1", "adam_beta_2"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ValueError(f"Config.{field} must be in [0, 1). "
+                                 f"Received: {field}={getattr(self, field)!r}")
+        if self.lr_schedule == "constant":
+            for field in ("warmup_epochs", "warmup_lr", "final_lr"):
+                if getattr(self, field) != 0:
+                    raise ValueError(
+                        f"Config.{field} applies to lr_schedule='warmup_cosine' only. "
+                        f"Received: lr_schedule='constant', {field}={getattr(self, field)!r}")
 
     # ---- derived ----------------------------------------------------------
     @property
@@ -275,10 +377,17 @@ def get_simsiam_symmetric_predictor() -> Config:
 
 
 def get_simsiam_baseline() -> Config:
-    """SimSiam with a one-layer linear predictor and no EMA: the paper's collapse
-    case (Table 3) for a linear predictor trained by SGD without EMA."""
+    """SimSiam with a one-layer linear predictor trained by SGD and no EMA. Does not
+    collapse in the paper (Table 3, regular Wp without EMA: 72.85% on STL-10)."""
     return Config(name="simsiam_baseline", ema_tau=0.0,
                   predictor="linear")
+
+
+def get_simsiam_baseline_symmetric() -> Config:
+    """As :func:`get_simsiam_baseline` with a symmetrised Wp: the paper's collapse
+    case (Table 3: symmetric Wp without EMA, 36.62% on STL-10, vs 72.85% regular)."""
+    return Config(name="simsiam_baseline_symmetric", ema_tau=0.0,
+                  predictor="linear", symmetry=True)
 
 
 def get_direct_pred() -> Config:
@@ -317,6 +426,62 @@ def get_direct_copy_no_ema() -> Config:
                   corr_rho=0.5, ema_tau=0.0)
 
 
+# ---- the wider family (issue: SimCLR, SupCon, SwAV, MoCo v2, Barlow Twins) ----
+# Published CIFAR-10 ResNet-18 recipes of solo-learn (da Costa et al., JMLR 2022,
+# scripts/pretrain/cifar/*.yaml and its scheduler defaults): batch 256, 1000 epochs,
+# 10 warm-up epochs from 3e-5, then cosine decay to 0, symmetric CIFAR augmentation
+# (jitter 0.4/0.4/0.2/0.1, no blur); rates scale as batch/256, as solo-learn does.
+# solo-learn's "lars" with clip_lr=True is LARC here (eta 0.02, BN/bias excluded).
+_FAMILY = dict(batch_size=256, epochs_pretraining=1000, lr_schedule="warmup_cosine",
+               lr_scaling="linear",
+               warmup_epochs=10, warmup_lr=3e-5, final_lr=0.0, jitter=(0.4, 0.4, 0.2, 0.1), projector_hidden_dim=2048)
+
+
+def get_simclr() -> Config:
+    """SimCLR (Chen et al. 2020): NT-Xent, temperature 0.2, 2048-256 projector,
+    LARC lr 0.4, weight decay 1e-4."""
+    return Config(name="simclr", method="simclr", temperature=0.2, projection_dim=256,
+                  optimizer="larc", learning_rate=0.4, weight_decay=1e-4, lars_eta=0.02,
+                  **_FAMILY)
+
+
+def get_supcon() -> Config:
+    """Supervised contrastive (Khosla et al. 2020): temperature 0.2, 2048-256
+    projector, SGD lr 0.4, weight decay 1e-5. Pre-trains on the labelled split."""
+    return Config(name="supcon", method="supcon", temperature=0.2, projection_dim=256,
+                  optimizer="sgd", learning_rate=0.4, weight_decay=1e-5, **_FAMILY)
+
+
+def get_swav() -> Config:
+    """SwAV (Caron et al. 2020): 3000 prototypes, Sinkhorn eps 0.05 x 3, temperature
+    0.1, queue of 3840 from epoch 50, prototypes frozen in the first epoch (SwAV
+    paper; solo-learn freezes 2), LARC lr 0.6, weight decay 1e-6."""
+    return Config(name="swav", method="swav", temperature=0.1, projection_dim=128,
+                  num_prototypes=3000, sinkhorn_epsilon=0.05, sinkhorn_iterations=3,
+                  queue_size=3840, queue_start_epoch=50, freeze_prototypes_epochs=1,
+                  optimizer="larc", learning_rate=0.6, weight_decay=1e-6, lars_eta=0.02,
+                  **_FAMILY)
+
+
+def get_moco() -> Config:
+    """MoCo v2 (Chen et al. 2020), symmetric loss as solo-learn's "mocov2plus":
+    queue 32768, temperature 0.2, momentum 0.99 (constant; solo-learn raises it
+    to 0.999), 2048-256 projector, SGD lr 0.3, weight decay 1e-4."""
+    return Config(name="moco", method="moco", temperature=0.2, projection_dim=256,
+                  queue_size=32768, ema_tau=0.99, optimizer="sgd", learning_rate=0.3,
+                  weight_decay=1e-4, **_FAMILY)
+
+
+def get_barlow_twins() -> Config:
+    """Barlow Twins (Zbontar et al. 2021): 2048-2048-2048 projector, lambda 0.0051,
+    loss scale 0.1, LARC lr 0.3, weight decay 1e-4 (solo-learn's CIFAR recipe also
+    uses asymmetric blur/solarisation, not available here)."""
+    return Config(name="barlow_twins", method="barlow_twins", projector="deeper",
+                  projection_dim=2048, barlow_lambda=0.0051, barlow_scale=0.1,
+                  optimizer="larc", learning_rate=0.3, weight_decay=1e-4, lars_eta=0.02,
+                  **_FAMILY)
+
+
 FACTORIES: dict[str, Callable[[], Config]] = {
     "byol": get_byol,
     "eigenspace_experiment": get_eigenspace_experiment,
@@ -326,12 +491,18 @@ FACTORIES: dict[str, Callable[[], Config]] = {
     "simsiam_symmetric": get_simsiam_symmetric,
     "simsiam_symmetric_predictor": get_simsiam_symmetric_predictor,
     "simsiam_baseline": get_simsiam_baseline,
+    "simsiam_baseline_symmetric": get_simsiam_baseline_symmetric,
     "direct_pred": get_direct_pred,
     "direct_pred_freq_5": get_direct_pred_freq_5,
     "simsiam_pred": get_simsiam_pred,
     "deeper_projection": get_deeper_projection,
     "direct_copy": get_direct_copy,
     "direct_copy_no_ema": get_direct_copy_no_ema,
+    "simclr": get_simclr,
+    "supcon": get_supcon,
+    "swav": get_swav,
+    "moco": get_moco,
+    "barlow_twins": get_barlow_twins,
 }
 
 #: ``train.py --model`` names and the factory each picks.
@@ -340,6 +511,11 @@ MODELS = {
     "simsiam": "simsiam",
     "directpred": "direct_pred",
     "directcopy": "direct_copy",
+    "simclr": "simclr",
+    "supcon": "supcon",
+    "swav": "swav",
+    "moco": "moco",
+    "barlow_twins": "barlow_twins",
 }
 
 

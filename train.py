@@ -15,8 +15,8 @@ import config as config_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", None, sorted(config_lib.MODELS),
-                  "Method; picks its factory (byol, simsiam, direct_pred, direct_copy). "
-                  "Default byol. Exclusive with --config.")
+                  "Method; picks its factory (byol, simsiam, directpred, directcopy, simclr, "
+                  "supcon, swav, moco, barlow_twins). Default byol. Exclusive with --config.")
 flags.DEFINE_string("config", None, "Any factory name of config.py, e.g. direct_pred_freq_5. "
                     "Exclusive with --model.")
 flags.DEFINE_string("name", None, "Run name: results go to RESULTS_DIR/NAME.")
@@ -38,21 +38,44 @@ flags.DEFINE_integer("image_size", None, "Image size (default: the dataset's, e.
 flags.DEFINE_integer("batch_size", None, "Pre-training batch size (default 128).")
 flags.DEFINE_integer("max_train_examples", None, "Deterministic train subset size.")
 flags.DEFINE_integer("max_test_examples", None, "Deterministic test subset size.")
+flags.DEFINE_enum("backbone", None, list(config_lib.BACKBONES),
+                 "Encoder (default resnet18; models/backbones.py).")
 flags.DEFINE_float("width", None, "Encoder channel multiplier (1 = published ResNet-18).")
 flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
                   "Keras mixed-precision policy (loss and F stay float32).")
 flags.DEFINE_boolean("jit_compile", None, "XLA-compile the train step.")
+flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES),
+                  "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+                  "multiworker (hosts from TF_CONFIG) or tpu. --batch_size is global.")
 flags.DEFINE_enum("augment_on", None, list(config_lib.AUGMENT_ON),
                   "Augment in the tf.data pipeline (host) or inside the train step (device).")
 flags.DEFINE_integer("knn_every", None, "kNN monitor every N epochs (0 = off; default 10).")
 flags.DEFINE_integer("eigenspace_every", None, "Eigenspace snapshot every N epochs (default 5).")
 flags.DEFINE_integer("seed", None, "Random seed (default 0).")
+# Optimisation (models/optimizers.py); the factories use the paper's SGD recipe.
+flags.DEFINE_enum("optimizer", None, list(config_lib.OPTIMIZERS),
+                  "Pre-training optimizer (default sgd with coupled L2 decay).")
+flags.DEFINE_float("base_lr", None, "Base learning rate, before --lr_scaling (default 0.03).")
+flags.DEFINE_enum("lr_schedule", None, list(config_lib.LR_SCHEDULES),
+                  "constant (default) or warmup_cosine.")
+flags.DEFINE_integer("warmup_epochs", None, "warmup_cosine: linear warm-up epochs.")
+flags.DEFINE_float("warmup_lr", None, "warmup_cosine: learning rate at step 0.")
+flags.DEFINE_float("final_lr", None, "warmup_cosine: learning rate at the end of training.")
+flags.DEFINE_enum("lr_scaling", None, list(config_lib.LR_SCALINGS),
+                  "linear: learning rates times batch_size / 256 (default none).")
+flags.DEFINE_float("weight_decay", None, "Weight decay (default 4e-4).")
+flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc (default 0.9).")
 
-#: Flags copied verbatim onto Config fields when given.
+#: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
 OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
-             "max_test_examples", "width", "mixed_precision", "jit_compile", "augment_on",
-             "knn_every", "eigenspace_every", "seed")
+             "max_test_examples", "backbone", "width", "mixed_precision", "jit_compile",
+             "augment_on",
+             "knn_every", "eigenspace_every", "seed", "optimizer", "base_lr", "lr_schedule",
+             "warmup_epochs", "warmup_lr", "final_lr", "lr_scaling", "weight_decay",
+             "momentum", "strategy")
+#: Flags whose Config field has another name.
+FIELD_OF_FLAG = {"base_lr": "learning_rate"}
 
 
 def make_config(values):
@@ -67,7 +90,8 @@ def make_config(values):
         if model not in config_lib.MODELS:
             raise ValueError(f"Unknown --model {model!r}. Valid: {sorted(config_lib.MODELS)}")
         config = config_lib.get_config(config_lib.MODELS[model])
-    changes = {k: values[k] for k in OVERRIDES if values.get(k) is not None}
+    changes = {FIELD_OF_FLAG.get(k, k): values[k] for k in OVERRIDES
+               if values.get(k) is not None}
     if "dataset" in changes:
         changes = {**config_lib.dataset_preset(changes["dataset"]), **changes}
     if values.get("one_layer_predictor"):

@@ -1,14 +1,23 @@
-"""Times the pre-training step of a SiameseNetwork after warm-up.
+"""Times the pre-training step of any method after warm-up, beside a bare reference step.
 
     python benchmarks/train_step.py --model directpred --batch_size 128
-    python benchmarks/train_step.py --model byol --width 0.25 --mixed_precision bfloat16
+    python benchmarks/train_step.py --model byol --mixed_precision bfloat16 --reference
+    python benchmarks/train_step.py --model simclr --jit_compile --augment_on device
 
 Random uint8 images in memory go through the package's own two-view pipeline
-(``--augment_on host``) or are augmented inside the step (``device``); prints
-``images_per_s=<number>`` (images, i.e. two-view pairs, per second) as its last line.
+(``--augment_on host``) or are augmented inside the step (``device``); the batches
+are cached so that the input pipeline is not timed. The package's step is
+``model.train_on_batch`` (Keras trainer, metrics, weight decay and every after-step
+update: EMA, F, DirectPred's eigendecomposition, queues). ``--reference`` also times
+a bare ``tf.GradientTape`` step of the same network (the method's forward and loss,
+gradients, optimizer update; nothing else), in alternating rounds so that both see the
+same machine load, and for DirectPred the eigendecomposition of a d x d F on its own.
+The last line is ``images_per_s=<number>`` (images, i.e. two-view pairs, per second)
+of the package's step (median over rounds).
 """
 
 import os
+import statistics
 import sys
 import time
 
@@ -24,48 +33,119 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "byol", sorted(config_lib.MODELS), "Method.")
 flags.DEFINE_string("config", None, "Factory name instead of --model.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_float("width", 1.0, "Encoder width multiplier.")
+flags.DEFINE_float("width", 1.0, "Encoder width multiplier (1 = published ResNet-18).")
 flags.DEFINE_integer("image_size", 32, "Image size.")
 flags.DEFINE_enum("mixed_precision", "none", list(config_lib.MIXED_PRECISION), "Policy.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_enum("augment_on", "host", list(config_lib.AUGMENT_ON), "Augmentation placement.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps (tracing, compilation).")
-flags.DEFINE_integer("steps", 10, "Timed steps.")
+flags.DEFINE_integer("steps", 10, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 1, "Timing rounds (medians are reported).")
+flags.DEFINE_boolean("reference", False, "Also time a bare GradientTape step.")
+
+
+def _timed(step, batches, steps):
+    """Seconds for ``steps`` calls of ``step``, waiting for the last result."""
+    import numpy as np
+
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = step(next(batches))
+    np.asarray(out)
+    return time.perf_counter() - start
+
+
+def bare_step(model):
+    """A bare ``GradientTape`` step of ``model``'s network: forward + loss, gradients,
+    optimizer update. No metrics, weight decay or after-step updates."""
+    import tensorflow as tf
+
+    variables = [v for v, _ in model.trainable_with_decay()]
+    optimizer = model.optimizer
+
+    @tf.function(jit_compile=model.config.jit_compile)
+    def step(data):
+        x1, x2, labels = model.unpack_batch(data)
+        with tf.GradientTape() as tape:
+            loss, _ = model.compute_ssl_loss(x1, x2, labels, training=True)
+            scaled = optimizer.scale_loss(loss)
+        optimizer.apply(tape.gradient(scaled, variables), variables)
+        return loss
+
+    return step
+
+
+def eigendecomposition_ms(dim, repeats=50):
+    """Milliseconds of one DirectPred predictor computation (``eigh`` of a d x d F)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from models.predictors import direct_pred_weights
+
+    z = np.random.default_rng(0).normal(size=(256, dim)).astype("float32")
+    corr = tf.constant(z.T @ z / len(z))
+    fn = tf.function(lambda f: direct_pred_weights(f, 0.1))
+    fn(corr).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn(corr)
+    out.numpy()
+    return (time.perf_counter() - start) / repeats * 1000
 
 
 def main(argv):
     del argv
     import numpy as np
-    import tensorflow as tf
 
     from data_processing.augmentations import pretraining_dataset
     from data_processing.datasets import from_arrays
-    from models import SiameseNetwork, build_optimizer
+    from models import build_model, build_optimizer
 
     name = FLAGS.config or config_lib.MODELS[FLAGS.model]
     config = config_lib.get_config(name).replace(
         batch_size=FLAGS.batch_size, width=FLAGS.width, image_size=FLAGS.image_size,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         augment_on=FLAGS.augment_on)
-    n = FLAGS.batch_size * (FLAGS.warmup_steps + FLAGS.steps)
+    model = build_model(config)
+    n = FLAGS.batch_size * 4
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, FLAGS.image_size, FLAGS.image_size, 3), np.uint8)
-    labels = np.zeros(n, np.int64)
-    data = from_arrays(images, labels, images[:1], labels[:1], ("a", "b"))
-    batches = iter(pretraining_dataset(data, config, shuffle=False).cache().repeat())
-    model = SiameseNetwork(config)
-    model.compile(optimizer=build_optimizer(config), jit_compile=config.jit_compile)
+    labels = rng.integers(0, 10, n).astype(np.int64)
+    data = from_arrays(images, labels, images[:1], labels[:1], tuple("abcdefghij"))
+    batches = iter(pretraining_dataset(data, config, shuffle=False,
+                                       with_labels=model.needs_labels).cache().repeat())
+    model.compile(optimizer=build_optimizer(config, steps_per_epoch=4),
+                  jit_compile=config.jit_compile)
+    model.set_total_steps(1000, steps_per_epoch=4)
+    package = model.train_on_batch
+    reference = bare_step(model) if FLAGS.reference else None
     for _ in range(FLAGS.warmup_steps):
-        model.train_on_batch(next(batches))
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-        loss = model.train_on_batch(next(batches))
-    np.asarray(loss)  # wait for the last step
-    seconds = time.perf_counter() - start
+        package(next(batches))
+        if reference is not None:
+            reference(next(batches))
+    times, ref_times = [], []
+    for _ in range(FLAGS.rounds):
+        times.append(_timed(package, batches, FLAGS.steps) / FLAGS.steps)
+        if reference is not None:
+            ref_times.append(_timed(reference, batches, FLAGS.steps) / FLAGS.steps)
+    step_s = statistics.median(times)
     print(f"{name} batch {FLAGS.batch_size} width {FLAGS.width} {FLAGS.mixed_precision} "
           f"jit={FLAGS.jit_compile} augment_on={FLAGS.augment_on}: "
-          f"{seconds / FLAGS.steps * 1000:.0f} ms/step")
-    print(f"images_per_s={FLAGS.batch_size * FLAGS.steps / seconds:.1f}")
+          f"{step_s * 1000:.0f} ms/step (rounds: "
+          f"{', '.join(f'{t * 1000:.0f}' for t in times)})")
+    if reference is not None:
+        ref_s = statistics.median(ref_times)
+        print(f"bare GradientTape step: {ref_s * 1000:.0f} ms/step, "
+              f"{FLAGS.batch_size / ref_s:.1f} images/s (rounds: "
+              f"{', '.join(f'{t * 1000:.0f}' for t in ref_times)}); "
+              f"package/bare time ratio {step_s / ref_s:.3f}")
+        if config.method == "noncontrastive" and config.computed_predictor:
+            eig = eigendecomposition_ms(config.projection_dim)
+            print(f"predictor eigendecomposition ({config.projection_dim}x"
+                  f"{config.projection_dim}, every {config.predictor_freq} step(s)): "
+                  f"{eig:.2f} ms = {eig / config.predictor_freq / (step_s * 1000):.2%} "
+                  "of the step")
+    print(f"images_per_s={FLAGS.batch_size / step_s:.1f}")
 
 
 if __name__ == "__main__":

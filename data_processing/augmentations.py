@@ -430,7 +430,8 @@ def _shuffle_buffer(data, num):
 
 
 def pretraining_dataset(data, config, *, shuffle: bool = True,
-                        seed: Optional[int] = None) -> tf.data.Dataset:
+                        seed: Optional[int] = None,
+                        with_labels: bool = False) -> tf.data.Dataset:
     """One epoch of pre-training batches (``drop_remainder=True``, no repeat).
 
     ``config.augment_on == "host"``: yields ``(view1, view2)`` float32 normalised
@@ -439,15 +440,19 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
     ``Dataset.random`` stream (reproducible, new draws every epoch).
     ``"device"``: yields raw uint8 ``[B, H, W, 3]`` batches; the model calls
     :func:`augment_batch` twice inside its train step.
+
+    ``with_labels`` (supervised contrastive learning): the labelled ``data.train``
+    split instead of ``data.pretrain``, batches ``((view1, view2), labels)`` (or
+    ``(images, labels)`` for device augmentation).
     """
     batch = int(config.batch_size)
-    num = int(data.num_pretrain)
+    num = int(data.num_train if with_labels else data.num_pretrain)
     if num < batch:
         raise ValueError(
             f"The pre-training set has fewer examples ({num}) than one batch "
             f"(batch_size={batch}); lower batch_size or use more examples.")
     seed = int(config.seed) if seed is None else int(seed)
-    ds = data.pretrain
+    ds = data.train if with_labels else data.pretrain
     if shuffle:
         ds = ds.shuffle(_shuffle_buffer(data, num), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
@@ -458,8 +463,11 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
     params = AugmentParams.from_config(config)
     seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
 
-    def two_views(images, pair_seed):
+    def two_views(batch_data, pair_seed):
+        images, labels = batch_data if with_labels else (batch_data, None)
         views = augment_batch(tf.concat([images, images], axis=0), params, pair_seed)
+        if with_labels:
+            return (views[:batch], views[batch:]), labels
         return views[:batch], views[batch:]
 
     ds = tf.data.Dataset.zip(ds, seeds)

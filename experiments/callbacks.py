@@ -25,12 +25,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 def current_learning_rate(optimizer):
-    """The base learning rate (the default optimizer's, for a MultiOptimizer)."""
+    """The base learning rate as a float: the default optimizer's for a MultiOptimizer,
+    the inner one's for a LossScaleOptimizer. With a ``LearningRateSchedule`` it is
+    the schedule's value at the optimizer's current iteration (the rate of its next
+    step), not the schedule object."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     if isinstance(inner, keras.optimizers.MultiOptimizer):
         # The OptimizerMap's default optimizer holds the base (non-predictor) rate.
-        inner = inner._optimizer_map.default_optimizer
-    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+        default = getattr(inner._optimizer_map, "default_optimizer", None)
+        inner = default if default is not None else inner.optimizers[-1]
+    rate = inner.learning_rate  # Keras evaluates a schedule at ``inner.iterations``
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(inner.iterations)
+    return float(keras.ops.convert_to_numpy(rate))
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):

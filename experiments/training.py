@@ -9,7 +9,7 @@ Results folder ``RESULTS_DIR/NAME/``::
     run.json                 format version and status (pretraining -> pretrained -> complete)
     config.json              the effective Config
     encoder.weights.h5       online encoder weights; encoder.keras: loadable model
-    siamese.weights.h5       the whole SiameseNetwork (target, predictor, F)
+    siamese.weights.h5       the whole pre-training model (target, predictor, F, queue)
     classifier/classifier.keras   encoder + standardisation + linear layer
     history.csv              every pre-training and probe metric per epoch
     metrics.json             final test top-1/top-5 (and the test-selected best, labelled)
@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -36,8 +37,9 @@ from data_processing.augmentations import (AugmentParams, eval_transform,
 from data_processing.datasets import load_dataset_from_config
 from experiments import callbacks as cb
 from experiments import eigenspace, visualisation
+from experiments.distribute import is_chief, make_strategy
 from experiments.metrics import knn_accuracy
-from models import SiameseNetwork, build_optimizer
+from models import METHOD_CLASSES, build_model, build_optimizer
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
 
 RESULTS_FORMAT_VERSION = 1
@@ -160,11 +162,43 @@ def _probe_images(data, config):
     return eval_transform(tf.concat(images, axis=0), params)
 
 
-def _pretrain(run, config, data, pretrain_data, verbose, extra_callbacks):
-    model = SiameseNetwork(config)
-    model.compile(optimizer=build_optimizer(config), jit_compile=config.jit_compile)
-    steps = data.num_pretrain // config.batch_size
-    model.set_total_steps(steps * config.epochs_pretraining)
+def _needs_labels(config):
+    return METHOD_CLASSES[config.method].needs_labels
+
+
+def _pretrain_examples(config, data):
+    """Size of the pre-training set (the labelled split for SupCon)."""
+    return data.num_train if _needs_labels(config) else data.num_pretrain
+
+
+def _check_replicas(config, strategy):
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size is the global batch and must be divisible by the "
+                         f"{replicas} replicas of strategy {config.strategy!r}. "
+                         f"Received: batch_size={config.batch_size}")
+
+
+def _distributed(dataset, strategy):
+    """Under several replicas, ``fit`` splits each global batch; across workers every
+    worker builds the same (seeded) pipeline and keeps its share (DATA sharding)."""
+    if strategy.num_replicas_in_sync == 1:
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _pretrain(run, config, data, pretrain_data, verbose, extra_callbacks, strategy):
+    steps = _pretrain_examples(config, data) // config.batch_size
+    # Model, optimizer and metrics live on every replica; Keras's fit then
+    # distributes the tf.data batches by itself.
+    with strategy.scope():
+        model = build_model(config)
+        model.compile(optimizer=build_optimizer(config, steps_per_epoch=steps),
+                      jit_compile=config.jit_compile)
+        model.set_total_steps(steps * config.epochs_pretraining, steps_per_epoch=steps)
+    pretrain_data = _distributed(pretrain_data, strategy)
     train_eval = evaluation_dataset(data.train, config)
     test_eval = evaluation_dataset(data.test, config)
     callbacks = [
@@ -270,17 +304,39 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
 
     Every input is validated (config, dataset) before an existing folder is
     touched. Returns the metrics written to ``metrics.json``.
+
+    Pre-training runs under ``config.strategy`` (``experiments/distribute.py``).
+    With ``multiworker`` every worker runs the same program; only the chief writes
+    ``results_dir/name``, the others write to a scratch folder that is deleted at
+    the end (to ``--resume``, they copy the chief's folder: a shared filesystem).
     """
     if not isinstance(config, Config):
         raise ValueError(f"train needs a Config. Received: {type(config).__name__}")
+    strategy = make_strategy(config.strategy)  # before any other TensorFlow work
+    if is_chief(strategy):
+        return _train(config, name, strategy, results_dir, resume, overwrite, verbose,
+                      callbacks)
+    scratch = tempfile.mkdtemp(prefix="nc_ssl_worker_")
+    try:
+        chief_folder = RunDirectory(results_dir, name).root
+        if resume and os.path.isdir(chief_folder):
+            shutil.copytree(chief_folder, RunDirectory(scratch, name).root)
+        return _train(config, name, strategy, scratch, resume, overwrite, verbose, callbacks)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(config, name, strategy, results_dir, resume, overwrite, verbose, callbacks):
     run = RunDirectory(results_dir, name)
     keras.utils.set_random_seed(config.seed)
+    _check_replicas(config, strategy)
     data = load_dataset_from_config(config)
-    pretrain_data = pretraining_dataset(data, config)  # validates batch vs. dataset size
+    # Validates batch vs. dataset size before the folder is touched.
+    pretrain_data = pretraining_dataset(data, config, with_labels=_needs_labels(config))
     status = _prepare_directory(run, config, resume, overwrite)
     started = time.time()
     if status == "pretraining":
-        encoder = _pretrain(run, config, data, pretrain_data, verbose, callbacks)
+        encoder = _pretrain(run, config, data, pretrain_data, verbose, callbacks, strategy)
     else:
         encoder = keras.models.load_model(run.encoder_model)
     test_eval = evaluation_dataset(data.test, config)
@@ -309,6 +365,7 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
         "z_std": pretrain["z_std"][-1] if pretrain.get("z_std") else None,
         "pretrain_loss": pretrain["loss"][-1] if pretrain.get("loss") else None,
         "num_classes": data.num_classes, "num_test": data.num_test,
+        "replicas": strategy.num_replicas_in_sync,
         "seconds": time.time() - started,
     }
     _write_json(run.metrics, metrics)

@@ -104,8 +104,20 @@ def plot_eigenspace(records, path, title=None, floor=EIGENVALUE_FLOOR):
     return _save(figure, path)
 
 
+def _panel_order(names):
+    """Metric names in panel order: ``loss``, then ``learning_rate`` beside it, then the rest."""
+    names = list(names)
+    if "loss" in names and "learning_rate" in names:
+        first = ["loss", "learning_rate"]
+        return first + [n for n in names if n not in first]
+    return names
+
+
 def plot_training_curves(history, path, title=None):
     """One panel per metric of ``history`` (name -> per-epoch values), x = epoch.
+
+    ``loss`` comes first and, when the history has it (``EpochSummary`` logs it
+    every epoch), ``learning_rate`` right beside it.
 
     Epochs are 1-based unless ``history["epoch"]`` gives them. Non-finite
     values (e.g. kNN accuracy on epochs where it was not computed) are skipped,
@@ -132,6 +144,7 @@ def plot_training_curves(history, path, title=None):
         series[name] = values
     if not series:
         raise ValueError("history has no non-empty metric to plot.")
+    series = {name: series[name] for name in _panel_order(series)}
     columns = min(3, len(series))
     rows = math.ceil(len(series) / columns)
     figure = _new_figure((4.5 * columns, 3.3 * rows))

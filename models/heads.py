@@ -8,46 +8,59 @@
   ``linear``: one square Dense without bias, trained by SGD (the paper's
   "SGD baseline"); ``directpred`` / ``directcopy``: the same square layer, but
   frozen and set from the correlation of the projector outputs (paper Sec. 5).
+
+BatchNorm of the heads is synchronised across replicas like the encoders'
+(``synchronized=None``: when the current ``tf.distribute`` strategy has more than
+one replica), so that the heads see the statistics of the global batch.
 """
 
 import keras
 from keras import layers
 
+from models.backbones import use_synchronized_bn
+
 LINEAR_PREDICTORS = ("linear", "directpred", "directcopy")
 
 
-def _hidden_block(x, units, prefix, index, affine, dtype):
+def _hidden_block(x, units, prefix, index, affine, dtype, synchronized):
     x = layers.Dense(units, name=f"{prefix}_dense{index}", dtype=dtype)(x)
     x = layers.BatchNormalization(center=affine, scale=affine, name=f"{prefix}_bn{index}",
-                                  dtype=dtype)(x)
+                                  dtype=dtype, synchronized=synchronized)(x)
     return layers.ReLU(name=f"{prefix}_relu{index}", dtype=dtype)(x)
 
 
 def projector(input_dim, *, hidden_dim=512, output_dim=128, kind="mlp", dtype=None,
-              name="projector"):
-    """Projector head ``g``: features -> z (``kind`` ``mlp`` or ``deeper``)."""
+              name="projector", synchronized=None):
+    """Projector head ``g``: features -> z (``kind`` ``mlp`` or ``deeper``).
+    ``synchronized``: BatchNorm across replicas (``None``: when distributed)."""
     if kind not in ("mlp", "deeper"):
         raise ValueError(f"Unknown projector {kind!r}. Valid: ['mlp', 'deeper']")
+    synchronized = use_synchronized_bn(synchronized)
     inputs = keras.Input((input_dim,), name="features")
-    x = _hidden_block(inputs, hidden_dim, name, 1, affine=False, dtype=dtype)
+    x = _hidden_block(inputs, hidden_dim, name, 1, affine=False, dtype=dtype,
+                      synchronized=synchronized)
     if kind == "deeper":
-        x = _hidden_block(x, hidden_dim, name, 2, affine=False, dtype=dtype)
+        x = _hidden_block(x, hidden_dim, name, 2, affine=False, dtype=dtype,
+                          synchronized=synchronized)
     outputs = layers.Dense(output_dim, name=f"{name}_out", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor"):
+def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
+              synchronized=None):
     """Predictor head ``q``: z -> p. Linear kinds are one ``dim x dim`` Dense, no bias.
 
     Layer names start with ``name + "_"`` so that variable paths identify the
     head (the per-module learning rate matches ``predictor_.*``).
 
     For ``directpred`` / ``directcopy`` the returned model is not trainable: its
-    kernel is assigned by :class:`models.SiameseNetwork` from F.
+    kernel is assigned by :class:`models.SiameseNetwork` from F. ``synchronized``:
+    as for :func:`projector`.
     """
     inputs = keras.Input((dim,), name="z")
     if kind == "mlp":
-        x = _hidden_block(inputs, hidden_dim, name, 1, affine=True, dtype=dtype)
+        x = _hidden_block(inputs, hidden_dim, name, 1, affine=True, dtype=dtype,
+                          synchronized=use_synchronized_bn(synchronized))
         outputs = layers.Dense(dim, name=f"{name}_out", dtype=dtype)(x)
     elif kind in LINEAR_PREDICTORS:
         outputs = layers.Dense(dim, use_bias=False, name=f"{name}_linear", dtype=dtype)(inputs)

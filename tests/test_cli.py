@@ -150,12 +150,21 @@ def train_module():
     ("image_size", 24, "image_size"), ("batch_size", 64, "batch_size"),
     ("max_train_examples", 100, "max_train_examples"),
     ("max_test_examples", 50, "max_test_examples"), ("width", 0.5, "width"),
+    ("backbone", "resnet50", "backbone"),
     ("mixed_precision", "bfloat16", "mixed_precision"), ("jit_compile", True, "jit_compile"),
     ("augment_on", "device", "augment_on"), ("knn_every", 0, "knn_every"),
-    ("eigenspace_every", 2, "eigenspace_every"), ("seed", 7, "seed")])
+    ("eigenspace_every", 2, "eigenspace_every"), ("seed", 7, "seed"),
+    ("optimizer", "lars", "optimizer"), ("base_lr", 0.3, "learning_rate"),
+    ("lr_schedule", "warmup_cosine", "lr_schedule"), ("warmup_epochs", 10, "warmup_epochs"),
+    ("warmup_lr", 1e-3, "warmup_lr"), ("final_lr", 1e-4, "final_lr"),
+    ("lr_scaling", "linear", "lr_scaling"), ("weight_decay", 1e-6, "weight_decay"),
+    ("momentum", 0.8, "momentum"), ("strategy", "mirrored", "strategy")])
 def test_every_override_flag_reaches_the_config(train_module, flag, value, field):
     assert flag in train_module.OVERRIDES
-    config = train_module.make_config({"model": "directpred", flag: value})
+    values = {"model": "directpred", flag: value}
+    if flag in ("warmup_epochs", "warmup_lr", "final_lr"):
+        values["lr_schedule"] = "warmup_cosine"  # they apply to that schedule only
+    config = train_module.make_config(values)
     assert getattr(config, field) == value
     assert getattr(config_lib.get_direct_pred(), field) != value
 

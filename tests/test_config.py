@@ -29,7 +29,8 @@ def test_unknown_config_lists_valid_names():
 
 
 def test_model_names_map_to_factories():
-    assert set(config_lib.MODELS) == {"byol", "simsiam", "directpred", "directcopy"}
+    assert set(config_lib.MODELS) == {"byol", "simsiam", "directpred", "directcopy", "simclr",
+                                      "supcon", "swav", "moco", "barlow_twins"}
     for factory in config_lib.MODELS.values():
         assert factory in config_lib.FACTORIES
 
@@ -60,11 +61,36 @@ def test_factories_differ_where_the_paper_says():
 @pytest.mark.parametrize("field,value", [
     ("predictor", "quadratic"), ("mixed_precision", "fp8"), ("projector", "wide"),
     ("augment_on", "gpu"), ("ema_tau", 1.0), ("batch_size", 0), ("width", 0),
-    ("max_train_examples", 0), ("predictor_freq", 0), ("version", 99)])
+    ("max_train_examples", 0), ("predictor_freq", 0), ("version", 99),
+    ("optimizer", "rmsprop"), ("lr_schedule", "step"), ("lr_scaling", "sqrt"),
+    ("learning_rate", 0.0), ("weight_decay", -1e-4), ("predictor_weight_decay", -1.0),
+    ("momentum", 1.0), ("warmup_epochs", -1), ("warmup_lr", -0.1), ("final_lr", -0.1),
+    ("lars_eta", 0.0), ("adam_beta_1", 1.0), ("adam_beta_2", -0.5)])
 def test_bad_values_name_the_field_and_value(field, value):
     with pytest.raises(ValueError) as error:
         Config().replace(**{field: value})
     assert field in str(error.value) and repr(value) in str(error.value)
+
+
+def test_optimisation_defaults_are_the_papers():
+    for name in config_lib.FACTORIES:
+        c = get_config(name)
+        if c.method != "noncontrastive":
+            continue  # the wider family has its own published recipes
+        assert (c.optimizer, c.lr_schedule, c.lr_scaling, c.warmup_epochs) == (
+            "sgd", "constant", "none", 0), name
+
+
+def test_schedule_fields_need_warmup_cosine():
+    for field, value in (("warmup_epochs", 5), ("warmup_lr", 0.01), ("final_lr", 1e-4)):
+        with pytest.raises(ValueError, match=f"{field}.*warmup_cosine"):
+            Config().replace(**{field: value})
+        assert getattr(Config().replace(lr_schedule="warmup_cosine", **{field: value}),
+                       field) == value
+    for optimizer in config_lib.OPTIMIZERS:
+        c = Config().replace(optimizer=optimizer, lr_schedule="warmup_cosine", warmup_epochs=2,
+                             lr_scaling="linear")
+        assert Config.from_json(c.to_json()) == c
 
 
 def test_unknown_fields_are_rejected():

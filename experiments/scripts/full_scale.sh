@@ -17,3 +17,13 @@ run --config simsiam              --name "${dataset}_simsiam" "$@"
 run --config simsiam_pred         --name "${dataset}_direct_pred_no_ema" "$@"
 run --config direct_copy          --name "${dataset}_direct_copy" "$@"
 run --config direct_copy_no_ema   --name "${dataset}_direct_copy_no_ema" "$@"
+# The paper's collapse case (Table 3: symmetric linear Wp, no EMA) and its regular twin:
+run --config simsiam_baseline_symmetric --name "${dataset}_linear_symmetric_no_ema" "$@"
+run --config simsiam_baseline           --name "${dataset}_linear_no_ema" "$@"
+# The wider family, solo-learn's CIFAR recipes (1000 epochs, their own optimizer/schedule):
+family() { python train.py --dataset "$dataset" "$@"; }
+family --config simclr        --name "${dataset}_simclr" "$@"
+family --config supcon        --name "${dataset}_supcon" "$@"
+family --config swav          --name "${dataset}_swav" "$@"
+family --config moco          --name "${dataset}_moco" "$@"
+family --config barlow_twins  --name "${dataset}_barlow_twins" "$@"

@@ -42,8 +42,38 @@ ROWS = [
     ("directpred_no_ema", "simsiam_pred", {}, False),
     ("directcopy", "direct_copy", {}, False),
     ("simsiam", "simsiam", {}, False),
-    ("one_layer_no_ema", "simsiam_baseline", {}, True),
+    ("one_layer_no_ema", "simsiam_baseline", {}, False),
+    ("one_layer_symmetric_no_ema", "simsiam_baseline_symmetric", {}, True),
+    # The wider family (their own published optimizer / schedule, same encoder,
+    # data, epochs, batch and probe). MoCo's queue as in the official CIFAR demo:
+    # the published 32768 would exceed the 10k-image subset.
+    ("simclr", "simclr", {}, False),
+    ("supcon", "supcon", {}, False),
+    ("swav", "swav", {}, False),
+    ("moco", "moco", {"queue_size": 4096}, False),
+    ("barlow_twins", "barlow_twins", {}, False),
 ]
+
+
+def row_config(factory, shared, overrides):
+    """A row's Config: the factory, the shared settings, then the row's overrides.
+
+    Epoch counts inside a published schedule (warm-up, SwAV's queue start) shrink
+    with the epochs in the same proportion (at least 1 warm-up epoch); the
+    eigenspace tracker only applies to the non-contrastive rows.
+    """
+    from config import get_config
+
+    base = get_config(factory)
+    changes = {**shared, **overrides}
+    if base.method != "noncontrastive":
+        changes["eigenspace"] = False
+        ratio = changes["epochs_pretraining"] / base.epochs_pretraining
+        if base.lr_schedule == "warmup_cosine":
+            changes.setdefault("warmup_epochs", max(1, round(base.warmup_epochs * ratio)))
+        if base.queue_start_epoch:
+            changes.setdefault("queue_start_epoch", round(base.queue_start_epoch * ratio))
+    return base.replace(**changes)
 
 
 def shared_settings(smoke):
@@ -65,12 +95,11 @@ def shared_settings(smoke):
 
 
 def run_rows(rows, shared, results_dir, overwrite):
-    from config import get_config
     from experiments.training import RunDirectory, read_run, train
 
     table = []
     for name, factory, overrides, collapses in rows:
-        config = get_config(factory).replace(**{**shared, **overrides})
+        config = row_config(factory, shared, overrides)
         run = RunDirectory(results_dir, name)
         metrics = None
         if not overwrite and os.path.exists(run.metrics):

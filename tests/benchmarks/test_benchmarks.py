@@ -8,19 +8,32 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def last_line(script, *args):
+def output(script, *args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
+    return done.stdout.strip().splitlines()
+
+
+def last_line(script, *args):
+    return output(script, *args)[-1]
+
+
+TINY_STEP = ("--width", "0.0625", "--image_size", "16", "--batch_size", "8",
+             "--warmup_steps", "1", "--steps", "2")
 
 
 def test_train_step_benchmark_prints_images_per_second():
-    line = last_line("train_step.py", "--model", "directpred", "--width", "0.0625",
-                     "--image_size", "16", "--batch_size", "8", "--warmup_steps", "1",
-                     "--steps", "2")
-    assert re.fullmatch(r"images_per_s=\d+(\.\d+)?", line), line
+    lines = output("train_step.py", "--model", "directpred", "--reference", *TINY_STEP)
+    assert re.fullmatch(r"images_per_s=\d+(\.\d+)?", lines[-1]), lines[-1]
+    assert any(line.startswith("bare GradientTape step:") for line in lines), lines
+    assert any(line.startswith("predictor eigendecomposition") for line in lines), lines
+
+
+def test_train_step_benchmark_runs_a_labelled_method():
+    lines = output("train_step.py", "--model", "supcon", "--reference", *TINY_STEP)
+    assert re.fullmatch(r"images_per_s=\d+(\.\d+)?", lines[-1]), lines[-1]
 
 
 def test_input_pipeline_benchmark_prints_pairs_per_second():

@@ -17,13 +17,23 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     table = json.loads((tmp_path / "table.json").read_text())
     names = [row["name"] for row in table["rows"]]
     assert names == ["random_init", "byol", "sgd_linear_predictor", "directpred",
-                     "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema"]
+                     "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema",
+                     "one_layer_symmetric_no_ema", "simclr", "supcon", "swav", "moco",
+                     "barlow_twins"]
     for row in table["rows"]:
         assert 0.0 <= row["probe_top1"] <= 1.0
-    assert (tmp_path / "table.md").read_text().count("\n| ") >= 8
+    assert (tmp_path / "table.md").read_text().count("\n| ") >= 14
     assert (tmp_path / "table.png").stat().st_size > 0
     assert (tmp_path / "directpred" / "eigenspace.png").is_file()
     assert (tmp_path / "byol" / "eigenspace.png").is_file()
+    # The wider family keeps its own recipe, with schedule epochs shrunk to the run.
+    swav = json.loads((tmp_path / "swav" / "config.json").read_text())
+    assert (swav["optimizer"], swav["lr_schedule"], swav["epochs_pretraining"]) == (
+        "larc", "warmup_cosine", 1)
+    assert (swav["warmup_epochs"], swav["queue_start_epoch"], swav["eigenspace"]) == (
+        1, 0, False)
+    moco = json.loads((tmp_path / "moco" / "config.json").read_text())
+    assert moco["queue_size"] == 4096 and moco["width"] == swav["width"]
 
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path):

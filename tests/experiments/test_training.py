@@ -91,3 +91,22 @@ def test_learning_rate_of_plain_and_multi_optimizers():
     assert cb.current_learning_rate(build_optimizer(get_config("byol"))) == pytest.approx(0.03)
     multi = build_optimizer(get_config("simsiam_symmetric_predictor"))
     assert cb.current_learning_rate(multi) == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam_symmetric_predictor"])
+def test_learning_rate_of_a_schedule_is_its_value_at_the_current_step(name):
+    """warmup 0.01 -> 0.1 over 4 steps, cosine to 0 at step 8; EpochSummary logs floats."""
+    from models import optimizers
+    config = get_config(name).replace(optimizer="lars", lr_schedule="warmup_cosine",
+                                      learning_rate=0.1, warmup_lr=0.01, warmup_epochs=1,
+                                      epochs_pretraining=2)
+    optimizer = optimizers.build_optimizer(config, steps_per_epoch=4)
+    inner = (optimizer.optimizers if isinstance(optimizer, keras.optimizers.MultiOptimizer)
+             else [optimizer])
+    for step, expected in ((0, 0.01), (2, 0.055), (4, 0.1), (6, 0.05), (8, 0.0)):
+        for o in inner:
+            o.iterations.assign(step)
+        rate = cb.current_learning_rate(optimizer)
+        assert isinstance(rate, float) and rate == pytest.approx(expected, abs=1e-6)
+        wrapped = keras.optimizers.LossScaleOptimizer(optimizer)
+        assert cb.current_learning_rate(wrapped) == pytest.approx(expected, abs=1e-6)

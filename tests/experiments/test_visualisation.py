@@ -69,6 +69,16 @@ def test_plot_training_curves_with_nan(tmp_path):
     _assert_png(path)
 
 
+def test_learning_rate_panel_sits_beside_the_loss(tmp_path):
+    from experiments.visualisation import _panel_order
+    assert _panel_order(["z_std", "loss", "knn_accuracy", "learning_rate", "probe_loss"]) == [
+        "loss", "learning_rate", "z_std", "knn_accuracy", "probe_loss"]
+    assert _panel_order(["z_std", "loss"]) == ["z_std", "loss"]  # no learning rate logged
+    assert _panel_order(["learning_rate", "z_std"]) == ["learning_rate", "z_std"]
+    _assert_png(plot_training_curves({"loss": [1.0, 0.5], "learning_rate": [0.1, 0.0]},
+                                     tmp_path / "lr.png"))
+
+
 def test_plot_training_curves_single_metric_and_epochs(tmp_path):
     _assert_png(plot_training_curves({"loss": [1.0]}, tmp_path / "a.png"))
     _assert_png(plot_training_curves({"epoch": [0, 10], "knn_accuracy": [0.2, 0.4]},

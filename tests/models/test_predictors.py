@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from models import (accumulate_correlation, direct_copy_weights, direct_pred_weights,

@@ -1,0 +1,344 @@
+"""Shared training mechanics of every self-supervised method: one train step.
+
+A method is a small subclass of :class:`SSLModel` that adds its own heads and
+state and says how two views become a loss (solo-learn's layout: one small file
+per method over a shared base). The base owns what every method shares:
+
+    views (two augmented batches, labels optional; or raw images augmented
+    inside the step)
+    -> online encoder f -> projector g -> z1, z2
+    -> method loss (float32), outputs  [``compute_ssl_loss``]
+    -> grads (+ coupled L2 decay for SGD) -> optimizer
+    -> after-step updates              [``after_step``: EMA target, method state]
+    -> metrics: loss, z_std (collapse monitor)
+
+and, for methods with a momentum target (BYOL, MoCo), the EMA copy of f and g.
+Everything runs inside the compiled train step: no host round-trip.
+
+Multi-device training (``tf.distribute``; the model is built under
+``strategy.scope()``). ``train_step`` runs once per replica (replica context) on
+its share of the global batch, and every replica must end the step with
+bit-identical variables:
+
+* gradients: each replica's loss is its share of the global mean (divided by
+  the number of replicas); the optimizer sums the gradients over replicas and
+  applies the same update on every replica. The gradients of
+  :func:`cross_replica_gather` / :func:`cross_replica_sum` are themselves
+  all-reduced (TensorFlow's ``all_gather`` / ``all_reduce`` gradients), so
+  losses over the gathered global batch get exact global-batch gradients.
+* method state (step counter, F, queues, ...) is made with :meth:`SSLModel.add_state`:
+  ``aggregation="only_first_replica"``, so an assignment in replica context
+  writes the value of the worker's first replica to all its replicas (a local
+  broadcast, no cross-host traffic).
+* layer weights updated after the step (EMA target, DirectPred's Wp, SwAV's
+  prototypes, BatchNorm statistics) keep Keras's ``aggregation="none"``: an
+  assignment in replica context writes the replica's own copy.
+* in both cases every replica computes the same value anyway, from mirrored
+  variables and globally reduced inputs (synchronised BN, the gathered global
+  batch), exactly as the optimizer applies the same all-reduced gradient on
+  every replica; this is what keeps the workers of a multi-host run identical.
+* the ``loss`` and ``z_std`` metrics are those of the global batch, the same on
+  every replica.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from config import Config
+from models import backbones, heads
+from models.metrics import normalized_std
+
+_POLICIES = {"none": None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def dtype_policy(mixed_precision):
+    """Keras dtype policy name for ``Config.mixed_precision`` (``None`` = float32)."""
+    if mixed_precision not in _POLICIES:
+        raise ValueError(f"Unknown mixed_precision {mixed_precision!r}. "
+                         f"Valid: {sorted(_POLICIES)}")
+    return _POLICIES[mixed_precision]
+
+
+def ema_tau(base_tau, step, total_steps, schedule="constant"):
+    """EMA rate at ``step``: constant, or BYOL's cosine increase to 1 (BYOL Sec. 3.2):
+    ``tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2``."""
+    if schedule == "constant":
+        return tf.constant(base_tau, tf.float32)
+    progress = tf.cast(step, tf.float32) / tf.maximum(tf.cast(total_steps, tf.float32), 1.0)
+    progress = tf.minimum(progress, 1.0)
+    return 1.0 - (1.0 - base_tau) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def uses_coupled_weight_decay(config):
+    """SGD adds ``wd * w`` to the gradient in the train step (torch-style coupled L2,
+    the paper's recipe); the other optimizers apply their own decay."""
+    from models import optimizers
+    return optimizers.uses_coupled_weight_decay(config)
+
+
+def cross_replica_gather(x):
+    """``x`` of every replica concatenated along the batch axis (identity on one
+    device). Used by losses that need the global batch (F, negatives, C)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return x
+    return context.all_gather(x, axis=0)
+
+
+def cross_replica_sum(x):
+    """Sum of ``x`` over replicas (identity on one device)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return x
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def replica_offset(x):
+    """Index of this replica's first example in the gathered global batch."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0
+    return context.replica_id_in_sync_group * tf.shape(x)[0]
+
+
+def num_replicas():
+    """Replicas taking part in the current step (1 outside a strategy)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _across_workers():
+    """Whether the current strategy spans several workers (hosts)."""
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+
+
+class SSLModel(keras.Model):
+    """Encoder + projector, optional EMA target, and the one train step.
+
+    Subclasses override :meth:`wants_target` when they keep an EMA copy, create
+    their heads and state (:meth:`add_state`) in ``__init__`` after
+    ``super().__init__``, and implement
+    :meth:`compute_ssl_loss`; they may extend :meth:`trainable_with_decay`,
+    :meth:`adjust_gradients` and :meth:`after_step`.
+
+    Args:
+        config: a :class:`config.Config` (or its dict form).
+
+    ``fit`` takes batches of two views ``(x1, x2)``, ``((x1, x2), labels)``, or
+    with ``config.augment_on == "device"`` raw images (``images`` or
+    ``(images, labels)``) that are augmented twice inside the step.
+    ``call(images)`` returns the online encoder's pooled features.
+    """
+
+    #: Whether the method needs labels in its training batches (SupCon).
+    needs_labels = False
+
+    def __init__(self, config, **kwargs):
+        if isinstance(config, dict):
+            config = Config.from_dict(config)
+        if not isinstance(config, Config):
+            raise ValueError(f"{type(self).__name__} needs a Config. "
+                             f"Received: {type(config).__name__}")
+        policy = dtype_policy(config.mixed_precision)
+        kwargs.setdefault("name", config.method)
+        if policy is not None:
+            kwargs.setdefault("dtype", policy)
+        super().__init__(**kwargs)
+        self.config = config
+        self.policy = policy
+        self.online_encoder = backbones.build_encoder(config, dtype=policy,
+                                                      name="online_encoder")
+        self.feature_dim = int(self.online_encoder.output.shape[-1])
+        self.online_projector = self.build_projector("online_projector")
+        self.target_encoder = self.target_projector = None
+        if self.wants_target(config):
+            self._build_target()
+        self.step_counter = self.add_state("step_counter", (), "int64")
+        self.total_steps = self.add_state("total_steps", (), "int64")
+        self.steps_per_epoch = self.add_state("steps_per_epoch", (), "int64")
+        self._augment_params = None
+        if config.augment_on == "device":
+            from data_processing.augmentations import AugmentParams
+            self._augment_params = AugmentParams.from_config(config)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.z_std_tracker = keras.metrics.Mean(name="z_std")
+        self.built = True
+
+    # ---- structure --------------------------------------------------------
+    def add_state(self, name, shape, dtype="float32", initializer="zeros"):
+        """A non-trainable state variable updated inside the train step. Under a
+        distribution strategy an assignment in replica context writes the value of
+        the worker's first replica to all its replicas
+        (``aggregation="only_first_replica"``), so they cannot drift apart."""
+        return self.add_weight(shape=shape, initializer=initializer, trainable=False,
+                               dtype=dtype, aggregation="only_first_replica", name=name)
+
+    @classmethod
+    def wants_target(cls, config):
+        """True when the method keeps an EMA (momentum) copy of f and g."""
+        return False
+
+    def build_projector(self, name):
+        config = self.config
+        return heads.projector(self.feature_dim, hidden_dim=config.projector_hidden_dim,
+                               output_dim=config.projection_dim, kind=config.projector,
+                               dtype=self.policy, name=name)
+
+    def _build_target(self):
+        self.target_encoder = backbones.build_encoder(self.config, dtype=self.policy,
+                                                      name="target_encoder")
+        self.target_projector = self.build_projector("target_projector")
+        for target, online in self.ema_pairs():
+            target.assign(online)
+        for network in (self.target_encoder, self.target_projector):
+            network.trainable = False
+            # The target's BN statistics are the EMA of the online ones only:
+            # a forward pass in training mode (batch statistics) must not move them.
+            for layer in network.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 1.0
+
+    def ema_pairs(self):
+        """(target, online) variable pairs: every weight incl. BN statistics."""
+        pairs = []
+        for target, online in ((self.target_encoder, self.online_encoder),
+                               (self.target_projector, self.online_projector)):
+            pairs.extend(zip(target.weights, online.weights))
+        return pairs
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.z_std_tracker]
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras's TF trainer builds a model made under a strategy from a sample batch
+        averaged across replicas, which fails for batches of views under
+        ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585). This model is built
+        in ``__init__`` and compiled without loss or metrics: only the optimizer is
+        left to build, in the model's strategy scope, as Keras would."""
+        if self._distribute_strategy is None:
+            return  # one device: Keras builds the optimizer on the first step
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def trainable_with_decay(self):
+        """``(variable, weight decay)`` of every trained variable; methods add heads."""
+        wd = self.config.weight_decay
+        return [(v, wd) for v in self.online_encoder.trainable_variables
+                + self.online_projector.trainable_variables]
+
+    def call(self, images, training=False):
+        return self.online_encoder(images, training=training)
+
+    def set_total_steps(self, steps, steps_per_epoch=None):
+        """Length of training in steps (cosine EMA) and of one epoch (SwAV's frozen
+        prototypes and queue start)."""
+        self.total_steps.assign(int(steps))
+        if steps_per_epoch is not None:
+            self.steps_per_epoch.assign(int(steps_per_epoch))
+
+    def project(self, x, training=True):
+        """``z = g(f(x))`` of the online branch."""
+        return self.online_projector(self.online_encoder(x, training=training),
+                                     training=training)
+
+    def target_project(self, x):
+        """``g'(f'(x))`` of the EMA target, under stop-gradient (BN in batch mode)."""
+        t = self.target_projector(self.target_encoder(x, training=True), training=True)
+        return tf.stop_gradient(t)
+
+    # ---- one step ----------------------------------------------------------
+    def unpack_batch(self, data):
+        """``(x1, x2, labels or None)`` from any accepted batch form."""
+        if isinstance(data, (tuple, list)):
+            data = tuple(d for d in data if d is not None)  # train_on_batch pads with None
+            if len(data) == 1:
+                data = data[0]
+        labels = None
+        if self._augment_params is not None:
+            from data_processing.augmentations import augment_batch
+            images = data
+            if isinstance(data, (tuple, list)):
+                images, labels = data[0], (data[1] if len(data) > 1 else None)
+            x1 = augment_batch(images, self._augment_params)
+            x2 = augment_batch(images, self._augment_params)
+        else:
+            if (isinstance(data, (tuple, list)) and len(data) == 2
+                    and isinstance(data[0], (tuple, list))):
+                data, labels = data  # ((x1, x2), labels)
+            if not (isinstance(data, (tuple, list)) and len(data) == 2):
+                raise ValueError(f"{type(self).__name__}.fit expects batches of two views "
+                                 "(x1, x2) or ((x1, x2), labels), or raw images with "
+                                 f"config.augment_on='device'. Received: {data!r}")
+            x1, x2 = data
+        if self.needs_labels and labels is None:
+            raise ValueError(f"{type(self).__name__} needs labels: batches of "
+                             "((x1, x2), labels). Received batches without labels.")
+        return x1, x2, labels
+
+    def compute_ssl_loss(self, x1, x2, labels=None, training=True):
+        """Returns ``(loss, outputs)``: the float32 loss and a dict with at least the
+        online projections ``z1``, ``z2`` (and whatever :meth:`after_step` needs)."""
+        raise NotImplementedError
+
+    def adjust_gradients(self, grads, variables):
+        """Hook to modify gradients before the update (e.g. frozen prototypes)."""
+        return grads
+
+    def train_step(self, data):
+        x1, x2, labels = self.unpack_batch(data)
+        pairs = self.trainable_with_decay()
+        variables = [v for v, _ in pairs]
+        with tf.GradientTape() as tape:
+            loss, outputs = self.compute_ssl_loss(x1, x2, labels, training=True)
+            # Gradients are summed over replicas: each replica's share of the mean.
+            scaled_loss = self.optimizer.scale_loss(loss / num_replicas())
+        grads = tape.gradient(scaled_loss, variables)
+        if uses_coupled_weight_decay(self.config):
+            # Coupled L2 decay (torch SGD weight_decay): g <- g + wd * w, at the
+            # loss scale and per replica (the replicas' sum adds it once).
+            scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            scale = scale / num_replicas()
+            grads = [g if wd == 0 else g + tf.cast(wd * scale, g.dtype) * tf.cast(v, g.dtype)
+                     for g, (v, wd) in zip(grads, pairs)]
+        grads = self.adjust_gradients(grads, variables)
+        self.optimizer.apply(grads, variables)
+        self.after_step(outputs)
+        self.step_counter.assign_add(1)
+        # Metrics of the global batch: the same on every replica.
+        self.loss_tracker.update_state(cross_replica_sum(loss) / num_replicas())
+        self.z_std_tracker.update_state(normalized_std(cross_replica_gather(outputs["z1"])))
+        logs = {m.name: m.result() for m in self.metrics}
+        if _across_workers():
+            # Keras's fit averages the step's outputs across workers along axis 0
+            # (keras-team/keras#20585), which a scalar lacks: give them that axis.
+            logs = {name: value[None] for name, value in logs.items()}
+        return logs
+
+    def after_step(self, outputs):
+        """Updates after the gradient step (``outputs`` of :meth:`compute_ssl_loss`);
+        the base moves the EMA target."""
+        self.update_target()
+
+    def update_target(self):
+        """``theta' <- tau theta' + (1 - tau) theta`` for every target variable."""
+        if self.target_encoder is None:
+            return
+        config = self.config
+        tau = ema_tau(config.ema_tau, self.step_counter, self.total_steps,
+                      config.ema_schedule)
+        for target, online in self.ema_pairs():
+            target.assign(tau * target + (1.0 - tau) * online)
+
+    # ---- serialisation -----------------------------------------------------
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(Config.from_dict(config["config"]), name=config.get("name"))
