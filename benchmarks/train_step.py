@@ -139,7 +139,7 @@ def main(argv):
               f"{FLAGS.batch_size / ref_s:.1f} images/s (rounds: "
               f"{', '.join(f'{t * 1000:.0f}' for t in ref_times)}); "
               f"package/bare time ratio {step_s / ref_s:.3f}")
-        if config.method == "noncontrastive" and config.computed_predictor:
+        if config.method == "noncontrastive" and config.predictor == "directpred":
             eig = eigendecomposition_ms(config.projection_dim)
             print(f"predictor eigendecomposition ({config.projection_dim}x"
                   f"{config.projection_dim}, every {config.predictor_freq} step(s)): "
