@@ -9,9 +9,11 @@ Random uint8 images in memory go through the package's own two-view pipeline
 are cached so that the input pipeline is not timed. The package's step is
 ``model.train_on_batch`` (Keras trainer, metrics, weight decay and every after-step
 update: EMA, F, DirectPred's eigendecomposition, queues). ``--reference`` also times
-a bare ``tf.GradientTape`` step of the same network (the method's forward and loss,
-gradients, optimizer update; nothing else), in alternating rounds so that both see the
-same machine load, and for DirectPred the eigendecomposition of a d x d F on its own.
+two bare ``tf.GradientTape`` steps of the same network in one ``tf.function`` each, in
+alternating rounds so that all see the same machine load: the minimal one (forward,
+loss, gradients, optimizer update) and one with the same updates as the package
+(coupled weight decay, EMA, F, Wp, queues); and for DirectPred the eigendecomposition
+of a d x d F on its own.
 The last line is ``images_per_s=<number>`` (images, i.e. two-view pairs, per second)
 of the package's step (median over rounds).
 """
@@ -55,21 +57,30 @@ def _timed(step, batches, steps):
     return time.perf_counter() - start
 
 
-def bare_step(model):
+def bare_step(model, same_updates=False):
     """A bare ``GradientTape`` step of ``model``'s network: forward + loss, gradients,
-    optimizer update. No metrics, weight decay or after-step updates."""
+    optimizer update; no Keras trainer, no metrics. With ``same_updates`` it also
+    does the method's own work (coupled weight decay, after-step updates: EMA, F,
+    Wp, queues), i.e. the same algorithm as the package's step."""
     import tensorflow as tf
 
-    variables = [v for v, _ in model.trainable_with_decay()]
+    pairs = model.trainable_with_decay()
+    variables = [v for v, _ in pairs]
     optimizer = model.optimizer
 
     @tf.function(jit_compile=model.config.jit_compile)
     def step(data):
         x1, x2, labels = model.unpack_batch(data)
         with tf.GradientTape() as tape:
-            loss, _ = model.compute_ssl_loss(x1, x2, labels, training=True)
+            loss, outputs = model.compute_ssl_loss(x1, x2, labels, training=True)
             scaled = optimizer.scale_loss(loss)
-        optimizer.apply(tape.gradient(scaled, variables), variables)
+        grads = tape.gradient(scaled, variables)
+        if same_updates:
+            grads = [g + wd * v if wd else g for g, (v, wd) in zip(grads, pairs)]
+        optimizer.apply(grads, variables)
+        if same_updates:
+            model.after_step(outputs)
+            model.step_counter.assign_add(1)
         return loss
 
     return step
@@ -118,27 +129,32 @@ def main(argv):
                   jit_compile=config.jit_compile)
     model.set_total_steps(1000, steps_per_epoch=4)
     package = model.train_on_batch
-    reference = bare_step(model) if FLAGS.reference else None
+    references = {}
+    if FLAGS.reference:
+        references = {"bare GradientTape step": bare_step(model),
+                      "bare GradientTape step with the same updates":
+                          bare_step(model, same_updates=True)}
     for _ in range(FLAGS.warmup_steps):
         package(next(batches))
-        if reference is not None:
+        for reference in references.values():
             reference(next(batches))
-    times, ref_times = [], []
+    times, ref_times = [], {name: [] for name in references}
     for _ in range(FLAGS.rounds):
         times.append(_timed(package, batches, FLAGS.steps) / FLAGS.steps)
-        if reference is not None:
-            ref_times.append(_timed(reference, batches, FLAGS.steps) / FLAGS.steps)
+        for label, reference in references.items():
+            ref_times[label].append(_timed(reference, batches, FLAGS.steps) / FLAGS.steps)
     step_s = statistics.median(times)
     print(f"{name} batch {FLAGS.batch_size} width {FLAGS.width} {FLAGS.mixed_precision} "
           f"jit={FLAGS.jit_compile} augment_on={FLAGS.augment_on}: "
           f"{step_s * 1000:.0f} ms/step (rounds: "
           f"{', '.join(f'{t * 1000:.0f}' for t in times)})")
-    if reference is not None:
-        ref_s = statistics.median(ref_times)
-        print(f"bare GradientTape step: {ref_s * 1000:.0f} ms/step, "
+    for label, values in ref_times.items():
+        ref_s = statistics.median(values)
+        print(f"{label}: {ref_s * 1000:.0f} ms/step, "
               f"{FLAGS.batch_size / ref_s:.1f} images/s (rounds: "
-              f"{', '.join(f'{t * 1000:.0f}' for t in ref_times)}); "
+              f"{', '.join(f'{t * 1000:.0f}' for t in values)}); "
               f"package/bare time ratio {step_s / ref_s:.3f}")
+    if references:
         if config.method == "noncontrastive" and config.predictor == "directpred":
             eig = eigendecomposition_ms(config.projection_dim)
             print(f"predictor eigendecomposition ({config.projection_dim}x"

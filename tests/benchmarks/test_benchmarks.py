@@ -28,6 +28,8 @@ def test_train_step_benchmark_prints_images_per_second():
     lines = output("train_step.py", "--model", "directpred", "--reference", *TINY_STEP)
     assert re.fullmatch(r"images_per_s=\d+(\.\d+)?", lines[-1]), lines[-1]
     assert any(line.startswith("bare GradientTape step:") for line in lines), lines
+    assert any(line.startswith("bare GradientTape step with the same updates:")
+               for line in lines), lines
     assert any(line.startswith("predictor eigendecomposition") for line in lines), lines
 
 
