@@ -49,6 +49,7 @@ import tensorflow as tf
 from config import Config
 from models import backbones, heads
 from models.metrics import normalized_std
+from models.optimizers import uses_coupled_weight_decay
 
 _POLICIES = {"none": None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -69,13 +70,6 @@ def ema_tau(base_tau, step, total_steps, schedule="constant"):
     progress = tf.cast(step, tf.float32) / tf.maximum(tf.cast(total_steps, tf.float32), 1.0)
     progress = tf.minimum(progress, 1.0)
     return 1.0 - (1.0 - base_tau) * (tf.cos(math.pi * progress) + 1.0) / 2.0
-
-
-def uses_coupled_weight_decay(config):
-    """SGD adds ``wd * w`` to the gradient in the train step (torch-style coupled L2,
-    the paper's recipe); the other optimizers apply their own decay."""
-    from models import optimizers
-    return optimizers.uses_coupled_weight_decay(config)
 
 
 def cross_replica_gather(x):

@@ -130,6 +130,12 @@ class _LayerwiseMomentumSGD(keras.optimizers.Optimizer):
         super().build(var_list)
         self.momentums = self.add_optimizer_variables(var_list, "momentum")
 
+    def _step_inputs(self, gradient, variable, learning_rate):
+        """``(dtype, lr, gradient, momentum buffer)`` of ``variable``, in its dtype."""
+        dtype = variable.dtype
+        return (dtype, ops.cast(learning_rate, dtype), ops.cast(gradient, dtype),
+                self.momentums[self._get_variable_index(variable)])
+
     def get_config(self):
         config = super().get_config()
         config.update({"momentum": self.momentum, "weight_decay": self.l2, "eta": self.eta,
@@ -157,10 +163,7 @@ class LARS(_LayerwiseMomentumSGD):
         super().__init__(learning_rate, momentum, weight_decay, eta, nesterov, name, **kwargs)
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        d = ops.cast(gradient, dtype)
-        v = self.momentums[self._get_variable_index(variable)]
+        dtype, lr, d, v = self._step_inputs(gradient, variable, learning_rate)
         if _decayed_and_adapted(variable):
             if self.l2:
                 d = d + ops.cast(self.l2, dtype) * variable
@@ -200,10 +203,7 @@ class LARC(_LayerwiseMomentumSGD):
         self.epsilon = float(epsilon)
 
     def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        d = ops.cast(gradient, dtype)
-        v = self.momentums[self._get_variable_index(variable)]
+        dtype, lr, d, v = self._step_inputs(gradient, variable, learning_rate)
         if _decayed_and_adapted(variable):
             l2 = ops.cast(self.l2, dtype)
             w_norm, g_norm = _norm(variable), _norm(d)
@@ -274,13 +274,18 @@ def predictor_weight_decay(config):
     return config.predictor_weight_decay
 
 
+def _batch_scale(config):
+    """``batch_size / 256`` under ``lr_scaling="linear"``, else 1."""
+    if config.lr_scaling == "linear":
+        return config.batch_size / REFERENCE_BATCH_SIZE
+    return 1.0
+
+
 def effective_learning_rate(config):
     """Base learning rate after the scaling rule: ``learning_rate * batch_size / 256``
     with ``lr_scaling="linear"`` (Goyal et al. 2017; SimCLR, BYOL, SimSiam), else
     ``learning_rate``."""
-    if config.lr_scaling == "linear":
-        return config.learning_rate * config.batch_size / REFERENCE_BATCH_SIZE
-    return config.learning_rate
+    return config.learning_rate * _batch_scale(config)
 
 
 def learning_rate_schedule(config, steps_per_epoch=None, multiplier=1.0):
@@ -293,8 +298,7 @@ def learning_rate_schedule(config, steps_per_epoch=None, multiplier=1.0):
     short smoke run of a long recipe) is cut to its length. ``steps_per_epoch``
     is needed by ``warmup_cosine`` only.
     """
-    scale = multiplier * (config.batch_size / REFERENCE_BATCH_SIZE
-                          if config.lr_scaling == "linear" else 1.0)
+    scale = multiplier * _batch_scale(config)
     base_lr = config.learning_rate * scale
     if config.lr_schedule == "constant":
         return base_lr
