@@ -103,3 +103,12 @@ def test_unknown_fields_are_rejected():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().learning_rate = 1.0
+
+
+@pytest.mark.parametrize("field,value", [
+    ("method", "byol2"), ("temperature", 0.0), ("sinkhorn_epsilon", -0.1),
+    ("queue_size", -1), ("queue_start_epoch", -1), ("freeze_prototypes_epochs", -1),
+    ("num_prototypes", 0), ("sinkhorn_iterations", 0)])
+def test_method_fields_are_validated(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        Config().replace(**{field: value})
