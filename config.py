@@ -35,6 +35,7 @@ METHODS = ("noncontrastive", "simclr", "supcon", "swav", "moco", "barlow_twins")
 PROJECTORS = ("mlp", "deeper")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
+TARGET_INITS = ("copy", "independent")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
 AUGMENT_ON = ("host", "device")
 OPTIMIZERS = ("sgd", "lars", "larc", "adamw", "lamb")
@@ -70,6 +71,10 @@ class Config:
     image_size: int = 32
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
+    #: > 0: hold out this many (seeded) train examples as the evaluation split of
+    #: the probe and kNN, for tuning without reading the test split (which is then
+    #: not used: max_test_examples must stay None).
+    validation_examples: int = 0
     seed: int = 0
 
     # ---- augmentation (CIFAR recipe of the official DirectPred code) -------
@@ -119,6 +124,9 @@ class Config:
     #: online network itself under stop-gradient (no copy is kept).
     ema_tau: float = 0.996
     ema_schedule: str = "constant"
+    #: EMA target at step 0: "copy" of the online network (BYOL paper) or its own
+    #: "independent" random draw (as the official DirectPred code, luckmatters).
+    target_init: str = "copy"
 
     # ---- predictor updates ------------------------------------------------
     #: Decay of the correlation accumulator F = rho F + (1 - rho) E[z z^T].
@@ -191,6 +199,7 @@ class Config:
         _check_choice("projector", self.projector, PROJECTORS)
         _check_choice("predictor", self.predictor, PREDICTORS)
         _check_choice("ema_schedule", self.ema_schedule, EMA_SCHEDULES)
+        _check_choice("target_init", self.target_init, TARGET_INITS)
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _check_choice("augment_on", self.augment_on, AUGMENT_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -207,6 +216,13 @@ class Config:
                         f"Config.{field} applies to the non-contrastive methods (BYOL, "
                         "SimSiam, DirectPred, DirectCopy) only. Received: "
                         f"method={self.method!r}, {field}={getattr(self, field)!r}")
+        has_target = self.method == "moco" or (self.method == "noncontrastive"
+                                               and self.uses_ema)
+        if self.target_init != "copy" and not has_target:
+            raise ValueError(
+                "Config.target_init applies to a momentum target (BYOL-style ema_tau > 0, "
+                f"MoCo). Received: method={self.method!r}, ema_tau={self.ema_tau!r}, "
+                f"target_init={self.target_init!r}")
         if self.method == "moco" and self.ema_tau <= 0.0:
             raise ValueError("Config.ema_tau must be > 0 for MoCo (its key encoder is the "
                              f"momentum copy). Received: ema_tau={self.ema_tau!r}")
@@ -233,7 +249,8 @@ class Config:
             if getattr(self, field) < 1:
                 raise ValueError(
                     f"Config.{field} must be >= 1. Received: {field}={getattr(self, field)!r}")
-        for field in ("epochs_pretraining", "epochs_finetuning", "knn_every"):
+        for field in ("epochs_pretraining", "epochs_finetuning", "knn_every",
+                      "validation_examples"):
             if getattr(self, field) < 0:
                 raise ValueError(
                     f"Config.{field} must be >= 0. Received: {field}={getattr(self, field)!r}")
@@ -242,6 +259,11 @@ class Config:
             if value is not None and value < 1:
                 raise ValueError(
                     f"Config.{field} must be None or >= 1. Received: {field}={value!r}")
+        if self.validation_examples and self.max_test_examples is not None:
+            raise ValueError(
+                "max_test_examples limits the test split, which a run with "
+                f"validation_examples={self.validation_examples} does not use. "
+                f"Received: max_test_examples={self.max_test_examples!r}")
         if not self.width > 0:
             raise ValueError(f"Config.width must be > 0. Received: width={self.width!r}")
         if not 0.0 <= self.ema_tau < 1.0:

@@ -29,7 +29,8 @@ def main(argv):
         print(f"test.py: error: {error}", file=sys.stderr)
         sys.exit(2)
     if "top1" in result:
-        print(f"top1={result['top1']:.6f} top5={result['top5']:.6f}")
+        print(f"top1={result['top1']:.6f} top5={result['top5']:.6f} "
+              f"split={result['eval_split']}")
     for path in result["figures"]:
         print(f"figure: {path}")
 

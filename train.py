@@ -38,6 +38,9 @@ flags.DEFINE_integer("image_size", None, "Image size (default: the dataset's, e.
 flags.DEFINE_integer("batch_size", None, "Pre-training batch size (default 128).")
 flags.DEFINE_integer("max_train_examples", None, "Deterministic train subset size.")
 flags.DEFINE_integer("max_test_examples", None, "Deterministic test subset size.")
+flags.DEFINE_integer("validation_examples", None,
+                     "Hold out N train examples as the probe / kNN evaluation split (for "
+                     "tuning; the test split is then not read). Default 0: test split.")
 flags.DEFINE_enum("backbone", None, list(config_lib.BACKBONES),
                  "Encoder (default resnet18; models/backbones.py).")
 flags.DEFINE_float("width", None, "Encoder channel multiplier (1 = published ResNet-18).")
@@ -69,7 +72,7 @@ flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc (default 0.9
 #: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
 OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
-             "max_test_examples", "backbone", "width", "mixed_precision", "jit_compile",
+             "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
              "augment_on",
              "knn_every", "eigenspace_every", "seed", "optimizer", "base_lr", "lr_schedule",
              "warmup_epochs", "warmup_lr", "final_lr", "lr_scaling", "weight_decay",

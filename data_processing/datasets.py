@@ -16,7 +16,8 @@ ordered ``tf.data`` pipelines of uint8 ``[H, W, 3]`` images from
 Every dataset honours ``image_size`` (shorter side resized, antialiased bilinear,
 then centre-cropped), ``max_train_examples`` / ``max_test_examples`` (a seeded
 permutation, first N, kept in original order; the train limit also applies to
-the pre-training set) and ``seed``.
+the pre-training set), ``validation_examples`` (see :func:`hold_out_validation`)
+and ``seed``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class ImageDataset:
     num_pretrain: int
     num_train: int
     num_test: int
+    #: True when ``pretrain`` is the images of ``train`` (False for STL-10's
+    #: train + unlabelled pre-training set).
+    pretrain_from_train: bool = True
+    #: "test", or "validation" when ``test`` holds train examples held out for tuning.
+    eval_split: str = "test"
 
 
 # ---------------------------------------------------------------------------
@@ -443,7 +449,39 @@ def _load_tfds(name, data_dir, image_size, max_train, max_test, seed, download) 
         num_pretrain=num_pretrain,
         num_train=num_train,
         num_test=num_test,
+        pretrain_from_train="unlabelled" not in splits,
     )
+
+
+def hold_out_validation(data: ImageDataset, num: int, seed: int) -> ImageDataset:
+    """``data`` with ``num`` of its train examples (a seeded subset) as the evaluation split.
+
+    For tuning without touching the test split: ``test`` becomes the held-out
+    examples, ``train`` the rest, and pre-training no longer sees them either
+    (except STL-10, whose pre-training set is its own train + unlabelled subset).
+    """
+    if not 1 <= num < data.num_train:
+        raise ValueError(
+            f"validation_examples must be between 1 and the number of train examples - 1 "
+            f"({data.num_train - 1}). Received: validation_examples={num!r}")
+    held_out = np.zeros(data.num_train, bool)
+    held_out[subset_indices(data.num_train, num, seed + 3)] = True
+    held_out = tf.constant(held_out)
+
+    def part(keep_held_out):
+        kept = data.train.enumerate().filter(lambda i, _: held_out[i] == keep_held_out)
+        return kept.map(lambda i, example: example)
+
+    cardinality = tf.data.experimental.assert_cardinality
+    num_train = data.num_train - num
+    train = part(False).apply(cardinality(num_train))
+    pretrain, num_pretrain = data.pretrain, data.num_pretrain
+    if data.pretrain_from_train:
+        pretrain, num_pretrain = train.map(lambda x, y: x), num_train
+    return dataclasses.replace(
+        data, pretrain=pretrain, train=train, test=part(True).apply(cardinality(num)),
+        num_pretrain=num_pretrain, num_train=num_train, num_test=num,
+        eval_split="validation")
 
 
 # ---------------------------------------------------------------------------
@@ -453,14 +491,26 @@ def _load_tfds(name, data_dir, image_size, max_train, max_test, seed, download) 
 def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
                  image_size: Optional[int] = None, max_train_examples: Optional[int] = None,
                  max_test_examples: Optional[int] = None, seed: int = 0,
-                 download: bool = True) -> ImageDataset:
+                 download: bool = True, validation_examples: int = 0) -> ImageDataset:
     """Loads ``name`` (``synthetic``, ``folder`` or a tfds name) as an :class:`ImageDataset`.
 
     tfds data are read from ``data_dir`` (tfds default when None); an unprepared
     dataset is downloaded unless ``download=False``; any failure raises a
-    ValueError explaining how to use a local image folder instead.
+    ValueError explaining how to use a local image folder instead. With
+    ``validation_examples`` > 0 the evaluation split is held out of the train
+    split (:func:`hold_out_validation`) and the test split is not read.
     """
     name = str(name).strip()
+    if validation_examples:
+        if max_test_examples is not None:
+            raise ValueError(
+                "max_test_examples limits the test split, which a run with "
+                f"validation_examples={validation_examples} does not use. "
+                f"Received: max_test_examples={max_test_examples!r}")
+        data = load_dataset(name, data_dir=data_dir, image_size=image_size,
+                            max_train_examples=max_train_examples, max_test_examples=1,
+                            seed=seed, download=download)
+        return hold_out_validation(data, int(validation_examples), seed)
     for field, value in (("image_size", image_size), ("max_train_examples", max_train_examples),
                          ("max_test_examples", max_test_examples)):
         if value is not None and int(value) < 1:
@@ -477,4 +527,5 @@ def load_dataset_from_config(config) -> ImageDataset:
     """:func:`load_dataset` with the data fields of a :class:`config.Config`."""
     return load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
                         max_train_examples=config.max_train_examples,
-                        max_test_examples=config.max_test_examples, seed=config.seed)
+                        max_test_examples=config.max_test_examples, seed=config.seed,
+                        validation_examples=config.validation_examples)

@@ -364,6 +364,7 @@ def _train(config, name, strategy, results_dir, resume, overwrite, verbose, call
         "knn_accuracy": knn,
         "z_std": pretrain["z_std"][-1] if pretrain.get("z_std") else None,
         "pretrain_loss": pretrain["loss"][-1] if pretrain.get("loss") else None,
+        "eval_split": data.eval_split,
         "num_classes": data.num_classes, "num_test": data.num_test,
         "replicas": strategy.num_replicas_in_sync,
         "seconds": time.time() - started,
@@ -372,7 +373,7 @@ def _train(config, name, strategy, results_dir, resume, overwrite, verbose, call
     draw_figures(run.root)
     shutil.rmtree(run.checkpoint, ignore_errors=True)
     _set_status(run, "complete")
-    logging.info("%s: linear probe test top-1 %.4f top-5 %.4f", name, top1, top5)
+    logging.info("%s: linear probe %s top-1 %.4f top-5 %.4f", name, data.eval_split, top1, top5)
     return metrics
 
 
@@ -390,5 +391,6 @@ def evaluate(run_dir, only_vis=False):
         data = load_dataset_from_config(config)
         result["top1"], result["top5"] = evaluate_classifier(
             classifier, evaluation_dataset(data.test, config))
+        result["eval_split"] = data.eval_split
     result["figures"] = draw_figures(run_dir)
     return result

@@ -186,8 +186,9 @@ class SSLModel(keras.Model):
         self.target_encoder = backbones.build_encoder(self.config, dtype=self.policy,
                                                       name="target_encoder")
         self.target_projector = self.build_projector("target_projector")
-        for target, online in self.ema_pairs():
-            target.assign(online)
+        if self.config.target_init == "copy":
+            for target, online in self.ema_pairs():
+                target.assign(online)
         for network in (self.target_encoder, self.target_projector):
             network.trainable = False
             # The target's BN statistics are the EMA of the online ones only:

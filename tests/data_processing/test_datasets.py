@@ -306,3 +306,67 @@ def test_tfds_single_split_gets_a_fixed_train_test_split(local_tfds):
 def test_tfds_variable_size_images_need_image_size(local_tfds):
     with pytest.raises(ValueError, match="image_size"):
         load_dataset("local_ssl_images", data_dir=local_tfds)
+
+
+# ---------------------------------------------------------------------------
+# Validation split held out of the train split (tuning without the test split).
+# ---------------------------------------------------------------------------
+
+def ids(ds):
+    """Example ids (the pixel value) of an (image, label) or image dataset."""
+    items = arrays(ds)
+    return (items[0] if isinstance(items, tuple) else items)[:, 0, 0, 0].astype(int)
+
+
+def test_validation_is_held_out_of_train_and_pretraining(local_tfds):
+    data = load_dataset("local_one_split", data_dir=local_tfds, image_size=8,
+                        validation_examples=10, seed=3)
+    full = load_dataset("local_one_split", data_dir=local_tfds, image_size=8, seed=3)
+    assert data.eval_split == "validation" and full.eval_split == "test"
+    assert (data.num_train, data.num_test, data.num_pretrain) == (24, 10, 24)
+    train, val = ids(data.train), ids(data.test)
+    assert len(train) == 24 and len(val) == 10 and not set(train) & set(val)
+    assert sorted(train.tolist() + val.tolist()) == sorted(ids(full.train).tolist())
+    assert not set(val) & set(ids(full.test))  # the test split is never the evaluation split
+    np.testing.assert_array_equal(ids(data.pretrain), train)  # pre-training never sees val
+    _, labels = arrays(data.test)
+    np.testing.assert_array_equal(labels, val % 3)  # labels travel with their images
+    again = load_dataset("local_one_split", data_dir=local_tfds, image_size=8,
+                         validation_examples=10, seed=3)
+    np.testing.assert_array_equal(ids(again.test), val)  # seeded
+    other = load_dataset("local_one_split", data_dir=local_tfds, image_size=8,
+                         validation_examples=10, seed=4)
+    assert set(ids(other.test)) != set(val)
+
+
+def test_validation_of_a_train_subset_and_of_stl10_like_pretraining(local_tfds):
+    sub = load_dataset("local_one_split", data_dir=local_tfds, image_size=8,
+                       max_train_examples=12, validation_examples=4, seed=1)
+    whole = load_dataset("local_one_split", data_dir=local_tfds, image_size=8,
+                         max_train_examples=12, seed=1)
+    assert (sub.num_train, sub.num_test) == (8, 4)
+    assert set(ids(sub.train)) | set(ids(sub.test)) == set(ids(whole.train))
+    stl = load_dataset("local_ssl_images", data_dir=local_tfds, image_size=8,
+                       validation_examples=3)
+    assert not stl.pretrain_from_train and (stl.num_train, stl.num_test) == (9, 3)
+    assert set(ids(stl.test)) <= set(range(12))  # from train, not from test (ids 100+)
+    assert stl.num_pretrain == 21 and len(ids(stl.pretrain)) == 21  # its own pre-training set
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(validation_examples=34), "between 1 and .*33.*validation_examples=34"),
+    (dict(validation_examples=5, max_test_examples=3), "max_test_examples=3"),
+])
+def test_validation_errors_name_the_value(local_tfds, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        load_dataset("local_one_split", data_dir=local_tfds, image_size=8, **kwargs)
+
+
+def test_config_validation_examples_is_checked_and_passed():
+    with pytest.raises(ValueError, match="validation_examples=-1"):
+        Config(validation_examples=-1)
+    with pytest.raises(ValueError, match="max_test_examples=20"):
+        Config(validation_examples=10, max_test_examples=20)
+    data = load_dataset_from_config(Config(dataset="synthetic", image_size=8,
+                                           max_train_examples=40, validation_examples=8))
+    assert (data.num_train, data.num_test, data.eval_split) == (32, 8, "validation")

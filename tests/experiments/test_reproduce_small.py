@@ -11,7 +11,8 @@ SCRIPT = os.path.join(ROOT, "experiments", "scripts", "reproduce_small.py")
 
 def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--results_dir", str(tmp_path)],
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--family",
+                           "--results_dir", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((tmp_path / "table.json").read_text())
@@ -34,6 +35,23 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
         1, 0, False)
     moco = json.loads((tmp_path / "moco" / "config.json").read_text())
     assert moco["queue_size"] == 4096 and moco["width"] == swav["width"]
+
+
+def test_default_rows_are_the_papers_and_validation_mode_holds_out_train(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--validation_examples", "8",
+                           "--rows", "random_init,simclr", "--results_dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [row["name"] for row in table["rows"]] == ["random_init", "simclr"]
+    assert table["settings"]["validation_examples"] == 8
+    for name in ("random_init", "simclr"):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert (metrics["eval_split"], metrics["num_test"]) == ("validation", 8)
+    from experiments.scripts import reproduce_small
+    assert [r[0] for r in reproduce_small.ROWS][-1] == "one_layer_symmetric_no_ema"
+    assert "simclr" not in [r[0] for r in reproduce_small.ROWS]
 
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from config import get_config
 from experiments import callbacks as cb
 from experiments.eigenspace import load_eigenspace
-from experiments.training import train
+from experiments.training import evaluate, train
 from models import SiameseNetwork
 
 TINY = dict(dataset="synthetic", max_train_examples=48, max_test_examples=24, batch_size=16,
@@ -61,6 +61,17 @@ def test_resume_needs_an_existing_run(tmp_path):
     config = get_config("byol").replace(**TINY)
     with pytest.raises(ValueError, match="No results folder"):
         train(config, "absent", results_dir=str(tmp_path), resume=True)
+
+
+def test_validation_run_reports_the_held_out_split(tmp_path):
+    config = get_config("byol").replace(**{**TINY, "max_test_examples": None,
+                                          "validation_examples": 16, "epochs_pretraining": 1,
+                                          "knn_every": 1})
+    metrics = train(config, "val", results_dir=str(tmp_path), verbose=0)
+    assert metrics["eval_split"] == "validation" and metrics["num_test"] == 16
+    assert 0.0 <= metrics["knn_accuracy"] <= 1.0
+    again = evaluate(str(tmp_path / "val"))  # test.py re-evaluates on the same split
+    assert again["eval_split"] == "validation" and again["top1"] == metrics["top1"]
 
 
 def test_non_finite_loss_guard():

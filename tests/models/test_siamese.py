@@ -69,6 +69,20 @@ def test_target_starts_as_a_copy_of_the_online_network():
         np.testing.assert_array_equal(t.numpy(), o.numpy())
 
 
+def test_independent_target_init_is_its_own_draw_then_follows_the_ema(views):
+    model = make(tiny_config("byol", ema_tau=0.9, target_init="independent"))
+    kernels = [(t, o) for t, o in zip(model.target_encoder.weights,
+                                      model.online_encoder.weights) if "kernel" in t.path]
+    assert kernels and all(not np.allclose(t.numpy(), o.numpy()) for t, o in kernels)
+    model.train_on_batch(views)
+    check_one_ema_step(model, views, 0.9)
+    for name in ("simsiam", "simclr"):
+        with pytest.raises(ValueError, match="target_init='independent'"):
+            config_lib.get_config(name).replace(target_init="independent")
+    with pytest.raises(ValueError, match="target_init must be one of"):
+        config_lib.get_config("byol").replace(target_init="random")
+
+
 def test_simsiam_target_is_the_online_network_under_stop_gradient(views):
     model = make(tiny_config("simsiam"))
     assert model.target_encoder is None and model.target_projector is None
