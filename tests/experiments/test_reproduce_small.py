@@ -33,6 +33,9 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
         "larc", "warmup_cosine", 1)
     assert (swav["warmup_epochs"], swav["queue_start_epoch"], swav["eigenspace"]) == (
         1, 0, False)
+    sgd = json.loads((tmp_path / "sgd_linear_predictor" / "config.json").read_text())
+    assert (sgd["predictor"], sgd["predictor_lr_multiplier"]) == ("linear", 10.0)
+    assert "`byol_baseline` (predictor_lr_multiplier=10.0)" in (tmp_path / "table.md").read_text()
     moco = json.loads((tmp_path / "moco" / "config.json").read_text())
     assert moco["queue_size"] == 4096 and moco["width"] == swav["width"]
 
