@@ -39,7 +39,10 @@ flags.DEFINE_integer("validation_examples", 0,
 flags.DEFINE_integer("epochs", 20, "Pre-training epochs of every pre-trained row.")
 flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs.")
 flags.DEFINE_integer("batch_size", 128, "Pre-training batch size.")
-flags.DEFINE_integer("seed", 0, "Seed of every row.")
+flags.DEFINE_integer("seed", 0, "Seed of every row (the first seed with --seeds).")
+flags.DEFINE_integer("seeds", 1, "Runs per row, with seeds --seed, --seed + 1, ...; the table "
+                     "shows the mean and the sample standard deviation. Each seed also "
+                     "draws its own data subsets and held-out split.")
 
 #: (row name, factory, Config overrides, should it collapse?) -- paper Tables 1, 3, 8.
 ROWS = [
@@ -113,33 +116,60 @@ def shared_settings(smoke):
                 eigenspace_every=max(1, FLAGS.epochs // 5), seed=FLAGS.seed)
 
 
-def run_rows(rows, shared, results_dir, overwrite):
+METRICS = (("probe_top1", "top1"), ("probe_top5", "top5"), ("knn_accuracy", "knn_accuracy"),
+           ("z_std", "z_std"), ("seconds", "seconds"))
+
+
+def _mean_std(values):
+    """Mean and sample standard deviation (None with one value) of the non-None values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def run_rows(rows, shared, results_dir, overwrite, seeds=1):
+    """Trains (or reuses) every row for ``seeds`` seeds; one table entry per row.
+
+    The first seed's run folder is RESULTS_DIR/ROW, the others' RESULTS_DIR/ROW_seedN.
+    """
     from experiments.training import RunDirectory, read_run, train
 
     table = []
+    first = shared["seed"]
     for name, factory, overrides, collapses in rows:
-        config = row_config(factory, shared, overrides)
-        run = RunDirectory(results_dir, name)
-        metrics = None
-        if not overwrite and os.path.exists(run.metrics):
-            info, saved = read_run(run.root)
-            if info["status"] == "complete" and saved == config:
-                with open(run.metrics) as f:
-                    metrics = json.load(f)
-        if metrics is None:
-            metrics = train(config, name, results_dir=results_dir, overwrite=True, verbose=0)
-        table.append({"name": name, "factory": factory, "overrides": overrides,
-                      "expected_collapse": collapses,
-                      "probe_top1": metrics["top1"], "probe_top5": metrics["top5"],
-                      "knn_accuracy": metrics["knn_accuracy"], "z_std": metrics["z_std"],
-                      "seconds": metrics["seconds"]})
-        print(f"{name}: top-1 {metrics['top1']:.4f} knn {metrics['knn_accuracy']} "
-              f"z_std {metrics['z_std']} ({metrics['seconds']:.0f} s)", flush=True)
+        runs = []
+        for seed in range(first, first + seeds):
+            config = row_config(factory, {**shared, "seed": seed}, overrides)
+            run_name = name if seed == first else f"{name}_seed{seed}"
+            run = RunDirectory(results_dir, run_name)
+            metrics = None
+            if not overwrite and os.path.exists(run.metrics):
+                info, saved = read_run(run.root)
+                if info["status"] == "complete" and saved == config:
+                    with open(run.metrics) as f:
+                        metrics = json.load(f)
+            if metrics is None:
+                metrics = train(config, run_name, results_dir=results_dir, overwrite=True,
+                                verbose=0)
+            runs.append({"seed": seed, **{key: metrics[field] for key, field in METRICS}})
+            print(f"{run_name}: top-1 {metrics['top1']:.4f} knn {metrics['knn_accuracy']} "
+                  f"z_std {metrics['z_std']} ({metrics['seconds']:.0f} s)", flush=True)
+        row = {"name": name, "factory": factory, "overrides": overrides,
+               "expected_collapse": collapses, "seeds": runs}
+        for key, _ in METRICS:
+            row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
+        table.append(row)
     return table
 
 
-def _fmt(value, digits=4):
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _fmt(value, digits=4, std=None):
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def write_table(table, shared, results_dir):
@@ -150,12 +180,15 @@ def write_table(table, shared, results_dir):
     for row in table:
         changes = ", ".join(f"{k}={v}" for k, v in row["overrides"].items())
         factory = f"`{row['factory']}`" + (f" ({changes})" if changes else "")
-        lines.append(f"| {row['name']} | {factory} | {_fmt(row['probe_top1'])} | "
-                     f"{_fmt(row['probe_top5'])} | {_fmt(row['knn_accuracy'])} | "
-                     f"{_fmt(row['z_std'])} | {'yes' if row['expected_collapse'] else 'no'} | "
-                     f"{row['seconds']:.0f} |")
+        cells = [_fmt(row[key], std=row[f"{key}_std"])
+                 for key in ("probe_top1", "probe_top5", "knn_accuracy", "z_std")]
+        lines.append(f"| {row['name']} | {factory} | {' | '.join(cells)} | "
+                     f"{'yes' if row['expected_collapse'] else 'no'} | {row['seconds']:.0f} |")
     settings = ", ".join(f"{k}={v}" for k, v in sorted(shared.items()) if k != "data_dir")
-    text = "\n".join(lines) + f"\n\nShared settings: {settings}.\n"
+    seeds = [str(run["seed"]) for run in table[0]["seeds"]]
+    note = (f" Mean ± sample std over seeds {', '.join(seeds)}; wall time is the mean per run."
+            if len(seeds) > 1 else "")
+    text = "\n".join(lines) + f"\n\nShared settings: {settings}.{note}\n"
     with open(os.path.join(results_dir, "table.md"), "w") as f:
         f.write(text)
     with open(os.path.join(results_dir, "table.json"), "w") as f:
@@ -177,7 +210,9 @@ def main(argv):
                 raise ValueError(f"Unknown rows {unknown}. Valid: {known}")
             rows = [r for r in ALL_ROWS if r[0] in FLAGS.rows]
         os.makedirs(FLAGS.results_dir, exist_ok=True)
-        table = run_rows(rows, shared, FLAGS.results_dir, FLAGS.overwrite)
+        if FLAGS.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1. Received: --seeds={FLAGS.seeds}")
+        table = run_rows(rows, shared, FLAGS.results_dir, FLAGS.overwrite, FLAGS.seeds)
     except ValueError as error:
         print(f"reproduce_small.py: error: {error}", file=sys.stderr)
         sys.exit(2)

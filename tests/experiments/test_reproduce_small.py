@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "experiments", "scripts", "reproduce_small.py")
 
@@ -40,21 +43,46 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     assert moco["queue_size"] == 4096 and moco["width"] == swav["width"]
 
 
-def test_default_rows_are_the_papers_and_validation_mode_holds_out_train(tmp_path):
+def test_default_rows_validation_mode_and_seeds(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--validation_examples", "8",
-                           "--rows", "random_init,simclr", "--results_dir", str(tmp_path)],
+                           "--rows", "random_init,simclr", "--seeds", "2", "--seed", "3",
+                           "--results_dir", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((tmp_path / "table.json").read_text())
     assert [row["name"] for row in table["rows"]] == ["random_init", "simclr"]
     assert table["settings"]["validation_examples"] == 8
-    for name in ("random_init", "simclr"):
-        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-        assert (metrics["eval_split"], metrics["num_test"]) == ("validation", 8)
-    from experiments.scripts import reproduce_small
-    assert [r[0] for r in reproduce_small.ROWS][-1] == "one_layer_symmetric_no_ema"
-    assert "simclr" not in [r[0] for r in reproduce_small.ROWS]
+    for row in table["rows"]:
+        folders = [row["name"], row["name"] + "_seed4"]
+        metrics = [json.loads((tmp_path / f / "metrics.json").read_text()) for f in folders]
+        assert [m["eval_split"] for m in metrics] == ["validation"] * 2
+        assert [m["num_test"] for m in metrics] == [8, 8]
+        assert [json.loads((tmp_path / f / "config.json").read_text())["seed"]
+                for f in folders] == [3, 4]
+        top1 = [m["top1"] for m in metrics]
+        assert [r["seed"] for r in row["seeds"]] == [3, 4]
+        assert [r["probe_top1"] for r in row["seeds"]] == top1
+        assert row["probe_top1"] == pytest.approx(np.mean(top1))
+        assert row["probe_top1_std"] == pytest.approx(np.std(top1, ddof=1))
+    assert "±" in (tmp_path / "table.md").read_text()
+    assert "seeds 3, 4" in (tmp_path / "table.md").read_text()
+
+
+def test_default_rows_are_the_papers_and_mean_std_skip_missing_values():
+    # In a subprocess: the script's absl flags clash with train.py's in one process.
+    code = ("import json; from experiments.scripts.reproduce_small import ROWS, _mean_std; "
+            "print(json.dumps([[r[0] for r in ROWS], _mean_std([0.2, None, 0.4]), "
+            "_mean_std([0.5]), _mean_std([None])]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names, (mean, std), single, empty = json.loads(done.stdout)
+    assert names == ["random_init", "byol", "sgd_linear_predictor", "directpred",
+                           "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema",
+                           "one_layer_symmetric_no_ema"]
+    assert mean == pytest.approx(0.3) and std == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert single == [0.5, None] and empty == [None, None]
 
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path):
