@@ -27,6 +27,7 @@ setup(
     extras_require={
         "test": [
             "pytest==9.0.3",
+            "pytest-xdist==3.8.0",
             "nbclient==0.11.0",
             "nbformat==5.11.1",
             "ipykernel==7.4.0",

@@ -166,28 +166,56 @@ def run_rows(rows, shared, results_dir, overwrite, seeds=1):
     return table
 
 
+def add_gains_over_floor(table, floor="random_init"):
+    """Adds each row's gain over the floor row, paired by seed (the seed also draws the train
+    and test subsets, so the pair shares them): ``probe_gain``/``knn_gain`` (+ ``_std``) are
+    the mean and sample std of the per-seed differences over the seeds both rows have (None
+    for the floor itself or without one)."""
+    floor_runs = next(({run["seed"]: run for run in row["seeds"]}
+                       for row in table if row["name"] == floor), {})
+    for row in table:
+        for key, gain in (("probe_top1", "probe_gain"), ("knn_accuracy", "knn_gain")):
+            diffs = [run[key] - floor_runs[run["seed"]][key] for run in row["seeds"]
+                     if row["name"] != floor and run["seed"] in floor_runs
+                     and run[key] is not None and floor_runs[run["seed"]][key] is not None]
+            row[gain], row[f"{gain}_std"] = _mean_std(diffs)
+    return table
+
+
 def _fmt(value, digits=4, std=None):
     if value is None:
         return "n/a"
     return f"{value:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
+def _points(value, std=None):
+    if value is None:
+        return "n/a"
+    return f"{100 * value:+.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+
+
 def write_table(table, shared, results_dir):
     from experiments.visualisation import plot_bar_chart
 
+    add_gains_over_floor(table)
     lines = ["| row | factory | probe top-1 | probe top-5 | kNN top-1 | z-std (final) | "
-             "expected to collapse | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
+             "gain over floor: probe / kNN (points) | expected to collapse | wall time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in table:
         changes = ", ".join(f"{k}={v}" for k, v in row["overrides"].items())
         factory = f"`{row['factory']}`" + (f" ({changes})" if changes else "")
         cells = [_fmt(row[key], std=row[f"{key}_std"])
                  for key in ("probe_top1", "probe_top5", "knn_accuracy", "z_std")]
+        cells.append(" / ".join(_points(row[key], row[f"{key}_std"])
+                                for key in ("probe_gain", "knn_gain")))
         lines.append(f"| {row['name']} | {factory} | {' | '.join(cells)} | "
                      f"{'yes' if row['expected_collapse'] else 'no'} | {row['seconds']:.0f} |")
     settings = ", ".join(f"{k}={v}" for k, v in sorted(shared.items()) if k != "data_dir")
     seeds = [str(run["seed"]) for run in table[0]["seeds"]]
     note = (f" Mean ± sample std over seeds {', '.join(seeds)}; wall time is the mean per run."
             if len(seeds) > 1 else "")
+    note += (" Gains: over random_init with the same seed (the same train/test subsets), "
+             "in percentage points.")
     text = "\n".join(lines) + f"\n\nShared settings: {settings}.{note}\n"
     with open(os.path.join(results_dir, "table.md"), "w") as f:
         f.write(text)

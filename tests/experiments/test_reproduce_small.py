@@ -65,24 +65,47 @@ def test_default_rows_validation_mode_and_seeds(tmp_path):
         assert [r["probe_top1"] for r in row["seeds"]] == top1
         assert row["probe_top1"] == pytest.approx(np.mean(top1))
         assert row["probe_top1_std"] == pytest.approx(np.std(top1, ddof=1))
+    floor, simclr = table["rows"]
+    assert floor["probe_gain"] is None and floor["knn_gain"] is None
+    for key, gain in (("probe_top1", "probe_gain"), ("knn_accuracy", "knn_gain")):
+        diffs = np.array([r[key] for r in simclr["seeds"]]) - [r[key] for r in floor["seeds"]]
+        assert simclr[gain] == pytest.approx(diffs.mean())
+        assert simclr[f"{gain}_std"] == pytest.approx(np.std(diffs, ddof=1))
+    assert "gain over floor" in (tmp_path / "table.md").read_text()
     assert "±" in (tmp_path / "table.md").read_text()
     assert "seeds 3, 4" in (tmp_path / "table.md").read_text()
 
 
 def test_default_rows_are_the_papers_and_mean_std_skip_missing_values():
     # In a subprocess: the script's absl flags clash with train.py's in one process.
-    code = ("import json; from experiments.scripts.reproduce_small import ROWS, _mean_std; "
-            "print(json.dumps([[r[0] for r in ROWS], _mean_std([0.2, None, 0.4]), "
-            "_mean_std([0.5]), _mean_std([None])]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    table = [{"name": "byol", "seeds": [{"seed": 0, "probe_top1": 0.5, "knn_accuracy": 0.4},
+                                        {"seed": 1, "probe_top1": 0.7, "knn_accuracy": None},
+                                        {"seed": 5, "probe_top1": 0.9, "knn_accuracy": 0.9}]},
+             {"name": "random_init",
+              "seeds": [{"seed": 1, "probe_top1": 0.35, "knn_accuracy": 0.3},
+                        {"seed": 0, "probe_top1": 0.25, "knn_accuracy": 0.2}]}]
+    code = ("import json, sys; from experiments.scripts.reproduce_small import ROWS, _mean_std, "
+            "add_gains_over_floor; print(json.dumps([[r[0] for r in ROWS], "
+            "_mean_std([0.2, None, 0.4]), _mean_std([0.5]), _mean_std([None]), "
+            "add_gains_over_floor(json.loads(sys.argv[1])), "
+            "add_gains_over_floor(json.loads(sys.argv[1])[:1])]))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(table)],
+                          capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    names, (mean, std), single, empty = json.loads(done.stdout)
+    names, (mean, std), single, empty, gains, no_floor = json.loads(done.stdout)
     assert names == ["random_init", "byol", "sgd_linear_predictor", "directpred",
                            "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema",
                            "one_layer_symmetric_no_ema"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(np.std([0.2, 0.4], ddof=1))
     assert single == [0.5, None] and empty == [None, None]
+    # Paired by seed, not by position: seed 5 has no floor run, seed 1 no kNN value.
+    byol, floor = gains
+    assert byol["probe_gain"] == pytest.approx(0.3)
+    assert byol["probe_gain_std"] == pytest.approx(np.std([0.25, 0.35], ddof=1))
+    assert byol["knn_gain"] == pytest.approx(0.2) and byol["knn_gain_std"] is None
+    assert floor["probe_gain"] is None and floor["knn_gain_std"] is None
+    assert no_floor[0]["probe_gain"] is None
 
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path):
