@@ -132,7 +132,8 @@ def _mean_std(values):
 
 
 def run_rows(rows, shared, results_dir, overwrite, seeds=1):
-    """Trains (or reuses) every row for ``seeds`` seeds; one table entry per row.
+    """Trains (or reuses) every row for ``seeds`` seeds; one table entry per row, with its
+    mean ± std over the seeds and its gain over the floor (:func:`add_gains_over_floor`).
 
     The first seed's run folder is RESULTS_DIR/ROW, the others' RESULTS_DIR/ROW_seedN.
     """
@@ -163,7 +164,7 @@ def run_rows(rows, shared, results_dir, overwrite, seeds=1):
         for key, _ in METRICS:
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
         table.append(row)
-    return table
+    return add_gains_over_floor(table)
 
 
 def add_gains_over_floor(table, floor="random_init"):
@@ -174,30 +175,27 @@ def add_gains_over_floor(table, floor="random_init"):
     floor_runs = next(({run["seed"]: run for run in row["seeds"]}
                        for row in table if row["name"] == floor), {})
     for row in table:
+        pairs = [] if row["name"] == floor else [
+            (run, floor_runs[run["seed"]]) for run in row["seeds"] if run["seed"] in floor_runs]
         for key, gain in (("probe_top1", "probe_gain"), ("knn_accuracy", "knn_gain")):
-            diffs = [run[key] - floor_runs[run["seed"]][key] for run in row["seeds"]
-                     if row["name"] != floor and run["seed"] in floor_runs
-                     and run[key] is not None and floor_runs[run["seed"]][key] is not None]
-            row[gain], row[f"{gain}_std"] = _mean_std(diffs)
+            row[gain], row[f"{gain}_std"] = _mean_std(
+                [run[key] - base[key] for run, base in pairs
+                 if run[key] is not None and base[key] is not None])
     return table
 
 
-def _fmt(value, digits=4, std=None):
+def _fmt(value, std=None, points=False):
+    """``0.3100 ± 0.0158``, or with ``points`` a signed difference in percentage points."""
     if value is None:
         return "n/a"
-    return f"{value:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
-
-
-def _points(value, std=None):
-    if value is None:
-        return "n/a"
-    return f"{100 * value:+.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+    scale, digits, sign = (100, 1, "+") if points else (1, 4, "")
+    return (f"{scale * value:{sign}.{digits}f}"
+            + ("" if std is None else f" ± {scale * std:.{digits}f}"))
 
 
 def write_table(table, shared, results_dir):
     from experiments.visualisation import plot_bar_chart
 
-    add_gains_over_floor(table)
     lines = ["| row | factory | probe top-1 | probe top-5 | kNN top-1 | z-std (final) | "
              "gain over floor: probe / kNN (points) | expected to collapse | wall time (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -206,7 +204,7 @@ def write_table(table, shared, results_dir):
         factory = f"`{row['factory']}`" + (f" ({changes})" if changes else "")
         cells = [_fmt(row[key], std=row[f"{key}_std"])
                  for key in ("probe_top1", "probe_top5", "knn_accuracy", "z_std")]
-        cells.append(" / ".join(_points(row[key], row[f"{key}_std"])
+        cells.append(" / ".join(_fmt(row[key], row[f"{key}_std"], points=True)
                                 for key in ("probe_gain", "knn_gain")))
         lines.append(f"| {row['name']} | {factory} | {' | '.join(cells)} | "
                      f"{'yes' if row['expected_collapse'] else 'no'} | {row['seconds']:.0f} |")
@@ -237,9 +235,9 @@ def main(argv):
             if unknown:
                 raise ValueError(f"Unknown rows {unknown}. Valid: {known}")
             rows = [r for r in ALL_ROWS if r[0] in FLAGS.rows]
-        os.makedirs(FLAGS.results_dir, exist_ok=True)
         if FLAGS.seeds < 1:
             raise ValueError(f"--seeds must be >= 1. Received: --seeds={FLAGS.seeds}")
+        os.makedirs(FLAGS.results_dir, exist_ok=True)
         table = run_rows(rows, shared, FLAGS.results_dir, FLAGS.overwrite, FLAGS.seeds)
     except ValueError as error:
         print(f"reproduce_small.py: error: {error}", file=sys.stderr)

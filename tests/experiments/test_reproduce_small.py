@@ -90,13 +90,12 @@ def test_default_rows_are_the_papers_and_mean_std_skip_missing_values():
             "add_gains_over_floor(json.loads(sys.argv[1])), "
             "add_gains_over_floor(json.loads(sys.argv[1])[:1])]))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(table)],
-                          capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     names, (mean, std), single, empty, gains, no_floor = json.loads(done.stdout)
     assert names == ["random_init", "byol", "sgd_linear_predictor", "directpred",
-                           "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema",
-                           "one_layer_symmetric_no_ema"]
+                     "directpred_no_ema", "directcopy", "simsiam", "one_layer_no_ema",
+                     "one_layer_symmetric_no_ema"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(np.std([0.2, 0.4], ddof=1))
     assert single == [0.5, None] and empty == [None, None]
     # Paired by seed, not by position: seed 5 has no floor run, seed 1 no kNN value.
@@ -113,3 +112,13 @@ def test_missing_data_dir_is_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 2
     assert "--data_dir is required" in done.stderr
+
+
+def test_seeds_below_one_is_a_one_line_error_before_anything_is_written(tmp_path):
+    results = tmp_path / "table"
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--seeds", "0",
+                           "--results_dir", str(results)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2
+    assert "--seeds must be >= 1. Received: --seeds=0" in done.stderr
+    assert not results.exists()
