@@ -118,8 +118,12 @@ def read_run(run_dir):
     return info, config
 
 
-def _config_differences(old, new):
-    return [k for k, v in old.to_dict().items() if new.to_dict()[k] != v]
+def config_differences(saved, new):
+    """``"field (saved X, now Y), ..."`` for every field in which two Configs differ
+    ("" if none)."""
+    saved, new = saved.to_dict(), new.to_dict()
+    return ", ".join(f"{k} (saved {v!r}, now {new[k]!r})"
+                     for k, v in saved.items() if new[k] != v)
 
 
 def _prepare_directory(run, config, resume, overwrite):
@@ -129,12 +133,10 @@ def _prepare_directory(run, config, resume, overwrite):
     exists = os.path.exists(run.root)
     if resume:
         info, saved = read_run(run.root)
-        differences = _config_differences(saved, config)
+        differences = config_differences(saved, config)
         if differences:
-            raise ValueError(
-                f"Cannot resume {run.root!r} with a different config; fields differ: "
-                + ", ".join(f"{k} (saved {saved.to_dict()[k]!r}, now {config.to_dict()[k]!r})"
-                            for k in differences))
+            raise ValueError(f"Cannot resume {run.root!r} with a different config; "
+                             f"fields differ: {differences}")
         return info["status"]
     if exists and not overwrite:
         raise ValueError(f"{run.root!r} exists; pass --overwrite to replace it or "

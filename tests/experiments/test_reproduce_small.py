@@ -39,6 +39,11 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     sgd = json.loads((tmp_path / "sgd_linear_predictor" / "config.json").read_text())
     assert (sgd["predictor"], sgd["predictor_lr_multiplier"]) == ("linear", 10.0)
     assert "`byol_baseline` (predictor_lr_multiplier=10.0)" in (tmp_path / "table.md").read_text()
+    for row, predictor, eps in (("directpred", "directpred", 0.03),
+                                ("directpred_no_ema", "directpred", 0.1),
+                                ("directcopy", "directcopy", 0.1)):
+        saved = json.loads((tmp_path / row / "config.json").read_text())
+        assert (saved["predictor"], saved["predictor_eps"]) == (predictor, eps)
     moco = json.loads((tmp_path / "moco" / "config.json").read_text())
     assert moco["queue_size"] == 4096 and moco["width"] == swav["width"]
 
@@ -122,3 +127,29 @@ def test_seeds_below_one_is_a_one_line_error_before_anything_is_written(tmp_path
     assert done.returncode == 2
     assert "--seeds must be >= 1. Received: --seeds=0" in done.stderr
     assert not results.exists()
+
+
+def test_a_folder_with_another_config_is_never_replaced_silently(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, SCRIPT, "--smoke", "--results_dir",
+                               str(tmp_path), *args],
+                              capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+
+    first = run("--rows", "simclr", "--seed", "0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = tmp_path / "simclr" / "metrics.json"
+    saved, stamp = metrics.read_text(), metrics.stat().st_mtime_ns
+    # Another seed writes the first seed's run to the same folder: refused before any row
+    # trains (random_init comes first in the table and must not start).
+    clash = run("--rows", "random_init,simclr", "--seed", "1")
+    assert clash.returncode == 2
+    assert "simclr' holds a run with another config" in clash.stderr
+    assert "seed (saved 0, now 1)" in clash.stderr and "--overwrite" in clash.stderr
+    assert not (tmp_path / "random_init").exists()
+    assert metrics.read_text() == saved
+    # The same config is reused, not retrained.
+    again = run("--rows", "simclr", "--seed", "0")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert metrics.stat().st_mtime_ns == stamp
