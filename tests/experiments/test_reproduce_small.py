@@ -153,3 +153,10 @@ def test_a_folder_with_another_config_is_never_replaced_silently(tmp_path):
     again = run("--rows", "simclr", "--seed", "0")
     assert again.returncode == 0, again.stderr[-3000:]
     assert metrics.stat().st_mtime_ns == stamp
+    # An unfinished run of the same config (an interrupted table) is trained again.
+    status = tmp_path / "simclr" / "run.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "pretraining"}))
+    metrics.unlink()
+    redo = run("--rows", "simclr", "--seed", "0")
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert json.loads(status.read_text())["status"] == "complete" and metrics.exists()
