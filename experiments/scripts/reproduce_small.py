@@ -145,10 +145,11 @@ def _saved_metrics(results_dir, run_name, config, overwrite):
     if overwrite or not os.path.exists(run.root):
         return None
     info, saved = read_run(run.root)
-    if saved != config:
+    differences = config_differences(saved, config)
+    if differences:
         raise ValueError(f"{run.root!r} holds a run with another config; fields differ: "
-                         f"{config_differences(saved, config)}. Pass --overwrite to replace "
-                         "it or choose another --results_dir.")
+                         f"{differences}. Pass --overwrite to replace it or choose another "
+                         "--results_dir.")
     if info["status"] != "complete" or not os.path.exists(run.metrics):
         return None
     with open(run.metrics) as f:
