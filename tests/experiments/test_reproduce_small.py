@@ -160,3 +160,7 @@ def test_a_folder_with_another_config_is_never_replaced_silently(tmp_path):
     redo = run("--rows", "simclr", "--seed", "0")
     assert redo.returncode == 0, redo.stderr[-3000:]
     assert json.loads(status.read_text())["status"] == "complete" and metrics.exists()
+    # --overwrite replaces the folder that holds another config.
+    replaced = run("--rows", "simclr", "--seed", "1", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert json.loads((tmp_path / "simclr" / "config.json").read_text())["seed"] == 1
