@@ -39,7 +39,7 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     sgd = json.loads((tmp_path / "sgd_linear_predictor" / "config.json").read_text())
     assert (sgd["predictor"], sgd["predictor_lr_multiplier"]) == ("linear", 10.0)
     assert "`byol_baseline` (predictor_lr_multiplier=10.0)" in (tmp_path / "table.md").read_text()
-    for row, predictor, eps in (("directpred", "directpred", 0.03),
+    for row, predictor, eps in (("directpred", "directpred", 0.01),
                                 ("directpred_no_ema", "directpred", 0.1),
                                 ("directcopy", "directcopy", 0.1)):
         saved = json.loads((tmp_path / row / "config.json").read_text())
