@@ -37,8 +37,8 @@ def test_smoke_runs_every_row_and_writes_the_table(tmp_path):
     assert (swav["warmup_epochs"], swav["queue_start_epoch"], swav["eigenspace"]) == (
         1, 0, False)
     sgd = json.loads((tmp_path / "sgd_linear_predictor" / "config.json").read_text())
-    assert (sgd["predictor"], sgd["predictor_lr_multiplier"]) == ("linear", 10.0)
-    assert "`byol_baseline` (predictor_lr_multiplier=10.0)" in (tmp_path / "table.md").read_text()
+    assert (sgd["predictor"], sgd["predictor_lr_multiplier"]) == ("linear", 30.0)
+    assert "`byol_baseline` (predictor_lr_multiplier=30.0)" in (tmp_path / "table.md").read_text()
     for row, predictor, eps in (("directpred", "directpred", 0.01),
                                 ("directpred_no_ema", "directpred", 0.1),
                                 ("directcopy", "directcopy", 0.1)):
