@@ -272,6 +272,9 @@ class Config:
         if not 0.0 <= self.corr_rho < 1.0:
             raise ValueError(
                 f"Config.corr_rho must be in [0, 1). Received: corr_rho={self.corr_rho!r}")
+        if self.predictor_eps < 0:
+            raise ValueError("Config.predictor_eps must be >= 0. "
+                             f"Received: predictor_eps={self.predictor_eps!r}")
         if self.predictor_lr_multiplier <= 0:
             raise ValueError("Config.predictor_lr_multiplier must be > 0. "
                              f"Received: predictor_lr_multiplier={self.predictor_lr_multiplier!r}")

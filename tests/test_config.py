@@ -65,7 +65,8 @@ def test_factories_differ_where_the_paper_says():
     ("optimizer", "rmsprop"), ("lr_schedule", "step"), ("lr_scaling", "sqrt"),
     ("learning_rate", 0.0), ("weight_decay", -1e-4), ("predictor_weight_decay", -1.0),
     ("momentum", 1.0), ("warmup_epochs", -1), ("warmup_lr", -0.1), ("final_lr", -0.1),
-    ("lars_eta", 0.0), ("adam_beta_1", 1.0), ("adam_beta_2", -0.5)])
+    ("lars_eta", 0.0), ("adam_beta_1", 1.0), ("adam_beta_2", -0.5),
+    ("predictor_eps", -0.01), ("predictor_lr_multiplier", 0.0), ("corr_rho", 1.0)])
 def test_bad_values_name_the_field_and_value(field, value):
     with pytest.raises(ValueError) as error:
         Config().replace(**{field: value})
