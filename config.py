@@ -135,6 +135,8 @@ class Config:
     corr_center: bool = False
     #: DirectPred: p_j = sqrt(s_j / s_max) + eps. DirectCopy: Wp = F/|F|_F + eps I.
     predictor_eps: float = 0.1
+    #: DirectPred: the exponent of s_j / s_max (0.5 = Eq. 18; 1 / official ``dyn_convert``).
+    predictor_power: float = 0.5
     #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
     predictor_freq: int = 1
     #: Symmetry regularisation of the predictor after every step.
@@ -272,6 +274,9 @@ class Config:
         if not 0.0 <= self.corr_rho < 1.0:
             raise ValueError(
                 f"Config.corr_rho must be in [0, 1). Received: corr_rho={self.corr_rho!r}")
+        if self.predictor_power <= 0:
+            raise ValueError("Config.predictor_power must be > 0. "
+                             f"Received: predictor_power={self.predictor_power!r}")
         if self.predictor_eps < 0:
             raise ValueError("Config.predictor_eps must be >= 0. "
                              f"Received: predictor_eps={self.predictor_eps!r}")
@@ -550,6 +555,43 @@ def get_config(name: str) -> Config:
     if key not in FACTORIES:
         raise ValueError(f"Unknown config {name!r}. Valid names: {sorted(FACTORIES)}")
     return FACTORIES[key]()
+
+
+def _parse_scalar(kind: str, text: str):
+    if kind == "str":
+        return text
+    if kind == "bool":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError("true or false")
+    return {"int": int, "float": float}[kind](text)
+
+
+def parse_assignment(text: str) -> Tuple[str, object]:
+    """``"FIELD=VALUE"`` from a command line -> ``(FIELD, value)``, the value typed as the
+    :class:`Config` field is: ``predictor_eps=0.05``, ``corr_center=true``,
+    ``predictor_weight_decay=none`` (an ``Optional`` field), ``crop_scale=0.2,1.0`` (a
+    tuple, comma-separated). Range checks stay with ``Config`` itself."""
+    name, sep, raw = text.partition("=")
+    kinds = {f.name: f.type for f in dataclasses.fields(Config)}
+    if not sep or name not in kinds:
+        raise ValueError(f"Expected FIELD=VALUE with a Config field. Received: {text!r}. "
+                         f"Valid fields: {sorted(kinds)}")
+    kind = kinds[name]
+    if kind.startswith("Optional["):
+        if raw.lower() == "none":
+            return name, None
+        kind = kind[len("Optional["):-1]
+    try:
+        if kind.startswith("Tuple["):
+            item_kinds, parts = kind[len("Tuple["):-1].split(", "), raw.split(",")
+            if len(parts) != len(item_kinds):
+                raise ValueError(f"{len(item_kinds)} comma-separated values")
+            return name, tuple(_parse_scalar(k, p) for k, p in zip(item_kinds, parts))
+        return name, _parse_scalar(kind, raw)
+    except ValueError as error:
+        raise ValueError(f"Config.{name} takes a value of type {kinds[name]}. Received: "
+                         f"{name}={raw!r}") from error
 
 
 #: Config fields a dataset needs unless the user sets them (``train.py --dataset``):

@@ -37,18 +37,22 @@ def centered_correlation(corr, mean):
     return corr - tf.tensordot(mean, mean, axes=0)
 
 
-def direct_pred_weights(corr, eps=0.1):
+def direct_pred_weights(corr, eps=0.1, power=0.5):
     """DirectPred predictor from the correlation F (paper Sec. 5, Eq. 18).
 
     With ``F = U diag(s) U^T`` (``tf.linalg.eigh``, float32, in-graph):
-    ``p_j = sqrt(max(s_j, 0) / s_max) + eps``, clipped below at 1e-4
-    (official ``compute_w_corr``), and ``Wp = U diag(p) U^T``.
+    ``p_j = (max(s_j, 0) / s_max) ** power + eps``, clipped below at 1e-4
+    (official ``compute_w_corr``, ``balance_type=boost_scale``), and
+    ``Wp = U diag(p) U^T``. ``power`` 0.5 is Eq. 18's square root; the official
+    code's ``dyn_convert`` is ``1 / power`` (1: p_j linear in s_j, a DirectCopy-like
+    rule normalised by the top eigenvalue instead of ``||F||_F``).
     """
     corr = tf.cast(corr, tf.float32)
     corr = 0.5 * (corr + tf.transpose(corr))
     s, u = tf.linalg.eigh(corr)
     s_max = tf.maximum(tf.reduce_max(s), 1e-30)
-    p = tf.sqrt(tf.maximum(s, 0.0) / s_max) + eps
+    ratio = tf.maximum(s, 0.0) / s_max
+    p = (tf.sqrt(ratio) if power == 0.5 else tf.pow(ratio, power)) + eps
     p = tf.maximum(p, 1e-4)
     return tf.matmul(u * p[tf.newaxis, :], u, transpose_b=True)
 

@@ -101,7 +101,8 @@ class SiameseNetwork(SSLModel):
                 if config.corr_center:
                     f = predictors.centered_correlation(corr, mean)
                 if config.predictor == "directpred":
-                    w = predictors.direct_pred_weights(f, config.predictor_eps)
+                    w = predictors.direct_pred_weights(f, config.predictor_eps,
+                                                       config.predictor_power)
                 else:
                     w = predictors.direct_copy_weights(f, config.predictor_eps)
                 kernel.assign(tf.transpose(w))  # Keras kernel = Wp^T

@@ -66,7 +66,8 @@ def test_factories_differ_where_the_paper_says():
     ("learning_rate", 0.0), ("weight_decay", -1e-4), ("predictor_weight_decay", -1.0),
     ("momentum", 1.0), ("warmup_epochs", -1), ("warmup_lr", -0.1), ("final_lr", -0.1),
     ("lars_eta", 0.0), ("adam_beta_1", 1.0), ("adam_beta_2", -0.5),
-    ("predictor_eps", -0.01), ("predictor_lr_multiplier", 0.0), ("corr_rho", 1.0)])
+    ("predictor_eps", -0.01), ("predictor_lr_multiplier", 0.0), ("corr_rho", 1.0),
+    ("predictor_power", 0.0)])
 def test_bad_values_name_the_field_and_value(field, value):
     with pytest.raises(ValueError) as error:
         Config().replace(**{field: value})
@@ -113,3 +114,38 @@ def test_config_is_frozen():
 def test_method_fields_are_validated(field, value):
     with pytest.raises(ValueError, match=f"{field}={value!r}"):
         Config().replace(**{field: value})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("predictor_eps=0.05", ("predictor_eps", 0.05)),
+    ("seed=3", ("seed", 3)),
+    ("corr_center=True", ("corr_center", True)),
+    ("symmetry=false", ("symmetry", False)),
+    ("predictor=directcopy", ("predictor", "directcopy")),
+    ("predictor_weight_decay=none", ("predictor_weight_decay", None)),
+    ("predictor_weight_decay=1e-5", ("predictor_weight_decay", 1e-5)),
+    ("crop_scale=0.2,1.0", ("crop_scale", (0.2, 1.0))),
+])
+def test_parse_assignment_types_the_value_as_the_field(text, expected):
+    name, value = config_lib.parse_assignment(text)
+    assert (name, value) == expected
+    assert type(value) is type(expected[1])
+    assert Config().replace(**{name: value}).to_dict()[name] == value
+
+
+@pytest.mark.parametrize("text, message", [
+    ("predictor_eps", "Expected FIELD=VALUE with a Config field. Received: 'predictor_eps'"),
+    ("eps=0.1", "Received: 'eps=0.1'. Valid fields: ['adam_beta_1'"),
+    ("predictor_eps=abc", "Config.predictor_eps takes a value of type float. "
+                          "Received: predictor_eps='abc'"),
+    ("seed=1.5", "Config.seed takes a value of type int. Received: seed='1.5'"),
+    ("corr_center=yes", "Config.corr_center takes a value of type bool. "
+                        "Received: corr_center='yes'"),
+    ("crop_scale=0.2", "Config.crop_scale takes a value of type Tuple[float, float]. "
+                       "Received: crop_scale='0.2'"),
+    ("seed=none", "Config.seed takes a value of type int. Received: seed='none'"),
+])
+def test_parse_assignment_rejects_bad_input_naming_it(text, message):
+    with pytest.raises(ValueError) as error:
+        config_lib.parse_assignment(text)
+    assert message in str(error.value)

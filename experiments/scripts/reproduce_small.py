@@ -42,6 +42,10 @@ flags.DEFINE_integer("epochs", 20, "Pre-training epochs of every pre-trained row
 flags.DEFINE_integer("probe_epochs", 100, "Linear-probe epochs.")
 flags.DEFINE_integer("batch_size", 128, "Pre-training batch size.")
 flags.DEFINE_integer("seed", 0, "Seed of every row (the first seed with --seeds).")
+flags.DEFINE_multi_string("override", None, "ROW.FIELD=VALUE, repeatable: one more Config "
+                          "override of one row, on top of its own (e.g. --override "
+                          "directcopy.predictor_eps=0.05); the table shows it. For screening "
+                          "variants: give them their own --results_dir.")
 flags.DEFINE_integer("seeds", 1, "Runs per row, with seeds --seed, --seed + 1, ...; the table "
                      "shows the mean and the sample standard deviation. Each seed also "
                      "draws its own data subsets and held-out split.")
@@ -76,6 +80,25 @@ FAMILY_ROWS = [
     ("barlow_twins", "barlow_twins", {}, False),
 ]
 ALL_ROWS = ROWS + FAMILY_ROWS
+
+
+def with_overrides(rows, assignments):
+    """``rows`` with each ``ROW.FIELD=VALUE`` of ``assignments`` added to that row's
+    overrides (parsed as the field's type by :func:`config.parse_assignment`).
+    ``ValueError`` for a row that is not in ``rows`` or a bad assignment."""
+    from config import parse_assignment
+
+    names = [r[0] for r in rows]
+    extra = {}
+    for text in assignments or ():
+        row, dot, assignment = text.partition(".")
+        if not dot or row not in names:
+            raise ValueError(f"--override takes ROW.FIELD=VALUE with ROW one of the rows run "
+                             f"{names}. Received: --override={text}")
+        field, value = parse_assignment(assignment)
+        extra.setdefault(row, {})[field] = value
+    return [(name, factory, {**overrides, **extra.get(name, {})}, collapses)
+            for name, factory, overrides, collapses in rows]
 
 
 def row_config(factory, shared, overrides):
@@ -261,6 +284,7 @@ def main(argv):
             if unknown:
                 raise ValueError(f"Unknown rows {unknown}. Valid: {known}")
             rows = [r for r in ALL_ROWS if r[0] in FLAGS.rows]
+        rows = with_overrides(rows, FLAGS.override)
         if FLAGS.seeds < 1:
             raise ValueError(f"--seeds must be >= 1. Received: --seeds={FLAGS.seeds}")
         os.makedirs(FLAGS.results_dir, exist_ok=True)

@@ -164,3 +164,39 @@ def test_a_folder_with_another_config_is_never_replaced_silently(tmp_path):
     replaced = run("--rows", "simclr", "--seed", "1", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert json.loads((tmp_path / "simclr" / "config.json").read_text())["seed"] == 1
+
+
+def test_override_adds_a_typed_field_to_one_row_and_the_table_shows_it(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--rows", "random_init,directcopy",
+                           "--override", "directcopy.predictor_eps=0.05",
+                           "--override", "directcopy.corr_center=true",
+                           "--results_dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "directcopy" / "config.json").read_text())
+    assert (saved["predictor_eps"], saved["corr_center"], saved["corr_rho"]) == (0.05, True, 0.5)
+    floor = json.loads((tmp_path / "random_init" / "config.json").read_text())
+    assert (floor["predictor_eps"], floor["corr_center"]) == (0.1, False)
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table["rows"][1]["overrides"] == {"predictor_eps": 0.05, "corr_center": True}
+    assert "`direct_copy` (predictor_eps=0.05, corr_center=True)" in (
+        tmp_path / "table.md").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("simclr.temperature=0.5", "ROW one of the rows run ['random_init', 'directcopy']"),
+    ("directcopy", "Received: --override=directcopy"),
+    ("directcopy.no_such_field=1", "Received: 'no_such_field=1'. Valid fields: ["),
+    ("directcopy.predictor_eps=abc", "Config.predictor_eps takes a value of type float. "
+                                     "Received: predictor_eps='abc'"),
+    ("directcopy.predictor_eps=-1", "Config.predictor_eps must be >= 0. Received: "
+                                    "predictor_eps=-1.0"),
+])
+def test_bad_override_is_a_one_line_error_before_anything_trains(tmp_path, override, message):
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--rows", "random_init,directcopy",
+                           "--override", override, "--results_dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr
+    assert not (tmp_path / "random_init").exists()

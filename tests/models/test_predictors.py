@@ -25,6 +25,24 @@ def test_direct_pred_weights_from_known_eigendecomposition():
     np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(got)), np.sort(p), atol=2e-5)
 
 
+def test_direct_pred_power_from_known_eigendecomposition():
+    # p_j = (s_j / s_max) ** power + eps: the official code's dyn_convert = 1 / power.
+    d = 5
+    q = random_orthogonal(d, 5)
+    s = np.array([2.0, 0.5, 0.08, 0.0, -0.1])
+    corr = (q * s) @ q.T
+    for power, eps in ((1.0, 0.1), (0.75, 0.01), (0.5, 0.0)):
+        p = np.maximum(np.maximum(s, 0) / s.max(), 0) ** power + eps
+        expected = (q * np.maximum(p, 1e-4)) @ q.T
+        got = direct_pred_weights(corr.astype("float32"), eps=eps, power=power).numpy()
+        np.testing.assert_allclose(got, expected, atol=2e-5)
+    # On a PSD F, power 1 is F / s_max + eps I, unlike DirectCopy's F / ||F||_F + eps I.
+    psd = ((q * np.maximum(s, 0)) @ q.T).astype("float32")
+    linear = direct_pred_weights(psd, eps=0.1, power=1.0).numpy()
+    np.testing.assert_allclose(linear, psd / 2.0 + 0.1 * np.eye(d), atol=2e-5)
+    assert not np.allclose(linear, direct_copy_weights(psd, eps=0.1).numpy(), atol=1e-3)
+
+
 def test_direct_pred_negative_eps_is_clipped_at_1e_4():
     q = random_orthogonal(3, 1)
     corr = (q * np.array([1.0, 0.0, 0.0])) @ q.T

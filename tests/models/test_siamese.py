@@ -32,10 +32,11 @@ def weights(variables):
     return [v.numpy().copy() for v in variables]
 
 
-def np_direct_pred(corr, eps):
-    """NumPy reference of Eq. 18: U diag(max(sqrt(s+/s_max) + eps, 1e-4)) U^T."""
+def np_direct_pred(corr, eps, power=0.5):
+    """NumPy reference of Eq. 18: U diag(max((s+/s_max)^power + eps, 1e-4)) U^T
+    (power 0.5: the square root)."""
     s, u = np.linalg.eigh(corr)
-    p = np.maximum(np.sqrt(np.maximum(s, 0) / s.max()) + eps, 1e-4)
+    p = np.maximum((np.maximum(s, 0) / s.max()) ** power + eps, 1e-4)
     return (u * p) @ u.T
 
 
@@ -106,9 +107,10 @@ def test_cosine_ema_schedule_matches_formula():
     assert float(ema_tau(0.99, 7, 100, "constant")) == pytest.approx(0.99)
 
 
-@pytest.mark.parametrize("name", ["direct_pred", "simsiam_pred"])
-def test_direct_pred_sets_wp_from_f_and_is_not_trained(views, name):
-    config = tiny_config(name)
+@pytest.mark.parametrize("name, power", [("direct_pred", 0.5), ("simsiam_pred", 0.5),
+                                         ("direct_pred", 1.0)])
+def test_direct_pred_sets_wp_from_f_and_is_not_trained(views, name, power):
+    config = tiny_config(name).replace(predictor_power=power)
     model = make(config)
     assert model.predictor.trainable_variables == []
     x1, x2 = views
@@ -117,7 +119,7 @@ def test_direct_pred_sets_wp_from_f_and_is_not_trained(views, name):
     corr = z.T @ z / len(z)  # first step: F = E[z z^T]
     np.testing.assert_allclose(model.correlation.numpy(), corr, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model.predictor_kernel.numpy(),
-                               np_direct_pred(corr, config.predictor_eps), atol=1e-4)
+                               np_direct_pred(corr, config.predictor_eps, power), atol=1e-4)
 
 
 def test_direct_copy_sets_wp_from_f(views):
