@@ -277,6 +277,10 @@ class Config:
         if self.predictor_power <= 0:
             raise ValueError("Config.predictor_power must be > 0. "
                              f"Received: predictor_power={self.predictor_power!r}")
+        if self.predictor_power != 0.5 and self.predictor != "directpred":
+            raise ValueError("Config.predictor_power applies to predictor='directpred' only. "
+                             f"Received: predictor={self.predictor!r}, "
+                             f"predictor_power={self.predictor_power!r}")
         if self.predictor_eps < 0:
             raise ValueError("Config.predictor_eps must be >= 0. "
                              f"Received: predictor_eps={self.predictor_eps!r}")

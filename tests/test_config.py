@@ -74,6 +74,15 @@ def test_bad_values_name_the_field_and_value(field, value):
     assert field in str(error.value) and repr(value) in str(error.value)
 
 
+def test_predictor_power_applies_to_directpred_only():
+    assert get_config("direct_pred").replace(predictor_power=1.0).predictor_power == 1.0
+    for name in ("direct_copy", "byol", "byol_baseline"):
+        with pytest.raises(ValueError) as error:
+            get_config(name).replace(predictor_power=1.0)
+        assert "predictor_power applies to predictor='directpred' only" in str(error.value)
+        assert "predictor_power=1.0" in str(error.value)
+
+
 def test_optimisation_defaults_are_the_papers():
     for name in config_lib.FACTORIES:
         c = get_config(name)
