@@ -133,7 +133,7 @@ class Config:
     corr_rho: float = 0.3
     #: Subtract the batch mean of z before forming E[z z^T].
     corr_center: bool = False
-    #: DirectPred: p_j = sqrt(s_j / s_max) + eps. DirectCopy: Wp = F/|F|_F + eps I.
+    #: DirectPred: p_j = (s_j / s_max)^power + eps. DirectCopy: Wp = F/|F|_F + eps I.
     predictor_eps: float = 0.1
     #: DirectPred: the exponent of s_j / s_max (0.5 = Eq. 18; 1 / official ``dyn_convert``).
     predictor_power: float = 0.5

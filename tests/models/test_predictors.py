@@ -32,7 +32,7 @@ def test_direct_pred_power_from_known_eigendecomposition():
     s = np.array([2.0, 0.5, 0.08, 0.0, -0.1])
     corr = (q * s) @ q.T
     for power, eps in ((1.0, 0.1), (0.75, 0.01), (0.5, 0.0)):
-        p = np.maximum(np.maximum(s, 0) / s.max(), 0) ** power + eps
+        p = (np.maximum(s, 0) / s.max()) ** power + eps
         expected = (q * np.maximum(p, 1e-4)) @ q.T
         got = direct_pred_weights(corr.astype("float32"), eps=eps, power=power).numpy()
         np.testing.assert_allclose(got, expected, atol=2e-5)
