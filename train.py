@@ -86,35 +86,33 @@ def make_config(values):
     if values.get("model") and values.get("config"):
         raise ValueError(f"--model and --config exclude each other. Received: "
                          f"--model={values['model']} --config={values['config']}")
-    if values.get("config"):
-        config = config_lib.get_config(values["config"])
-    else:
-        model = values.get("model") or "byol"
-        if model not in config_lib.MODELS:
-            raise ValueError(f"Unknown --model {model!r}. Valid: {sorted(config_lib.MODELS)}")
-        config = config_lib.get_config(config_lib.MODELS[model])
+    name = values.get("config")
+    if not name:
+        name = values.get("model") or "byol"
+        if name not in config_lib.MODELS:
+            raise ValueError(f"Unknown --model {name!r}. Valid: {sorted(config_lib.MODELS)}")
     changes = {FIELD_OF_FLAG.get(k, k): values[k] for k in OVERRIDES
                if values.get(k) is not None}
-    if "dataset" in changes:
-        changes = {**config_lib.dataset_preset(changes["dataset"]), **changes}
     if values.get("one_layer_predictor"):
-        if config.predictor != "mlp":
+        factory = config_lib.get_config(name)
+        if factory.predictor != "mlp":
             raise ValueError("--one_layer_predictor applies to BYOL and SimSiam configs (MLP "
-                             f"predictor) only. Received: config {config.name!r} with "
-                             f"predictor {config.predictor!r}")
+                             f"predictor) only. Received: config {factory.name!r} with "
+                             f"predictor {factory.predictor!r}")
         changes["predictor"] = "linear"
-    return config.replace(**changes)
+    # The one resolver (factory, then the dataset's preset, then the flags), as the API's.
+    return config_lib.get_config(name, **changes)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from experiments.training import train  # imports TensorFlow
     try:
         if not FLAGS.name:
             raise ValueError("--name is required (results go to RESULTS_DIR/NAME).")
         config = make_config({name: FLAGS[name].value for name in
                               (*OVERRIDES, "model", "config", "one_layer_predictor")})
+        from experiments.training import train  # imports TensorFlow: after the flag checks
         metrics = train(config, FLAGS.name, results_dir=FLAGS.results_dir,
                         resume=FLAGS.resume, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
     except ValueError as error:

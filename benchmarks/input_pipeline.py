@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from config import Config  # noqa: E402
+from config import Config, get_config  # noqa: E402
 from data_processing import augmentations, datasets  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -111,8 +111,9 @@ def time_pairs(ds: tf.data.Dataset, batch: int, warmup: int, batches: int) -> fl
 def main(argv):
     del argv
     augmentations.USE_XLA = FLAGS.xla
-    config = Config(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
-                    batch_size=FLAGS.batch_size, blur_prob=FLAGS.blur_prob)
+    config = get_config("byol", dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+                        image_size=FLAGS.image_size, batch_size=FLAGS.batch_size,
+                        blur_prob=FLAGS.blur_prob)
     if FLAGS.dataset == "memory":
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (FLAGS.num_images, FLAGS.image_size, FLAGS.image_size, 3),

@@ -112,10 +112,9 @@ def main(argv):
     from data_processing.datasets import from_arrays
     from models import build_model, build_optimizer
 
-    name = FLAGS.config or config_lib.MODELS[FLAGS.model]
-    config = config_lib.get_config(name).replace(
-        batch_size=FLAGS.batch_size, width=FLAGS.width, image_size=FLAGS.image_size,
-        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+    config = config_lib.get_config(
+        FLAGS.config or FLAGS.model, batch_size=FLAGS.batch_size, width=FLAGS.width,
+        image_size=FLAGS.image_size, mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         augment_on=FLAGS.augment_on)
     model = build_model(config)
     n = FLAGS.batch_size * 4

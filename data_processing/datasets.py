@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from typing import Optional, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 import tensorflow as tf
@@ -336,6 +338,28 @@ def _load_folder(root, image_size, max_train, max_test, seed) -> ImageDataset:
 # TensorFlow Datasets.
 # ---------------------------------------------------------------------------
 
+def unreachable_download_hosts(urls, timeout=5.0, max_hosts=3):
+    """``(hosts tried, [unreachable "host (error)"])`` for the hosts of ``urls``: one TCP
+    connection each (``timeout`` seconds), stopping at the first that answers and after
+    ``max_hosts``, so an offline machine is told within ``timeout * max_hosts`` seconds
+    instead of after the downloader's retries (minutes)."""
+    tried, unreachable = [], []
+    for url in urls:
+        parsed = urlparse(url)
+        if not parsed.hostname or parsed.hostname in tried:
+            continue
+        tried.append(parsed.hostname)
+        port = parsed.port or (80 if parsed.scheme == "http" else 443)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+            return tried, []
+        except OSError as err:
+            unreachable.append(f"{parsed.hostname} ({type(err).__name__}: {err})")
+        if len(tried) == max_hosts:
+            break
+    return tried, unreachable
+
+
 def _tfds_builder(name, data_dir, download):
     import tensorflow_datasets as tfds  # slow import: only when used
 
@@ -347,11 +371,19 @@ def _tfds_builder(name, data_dir, download):
             f"Datasets name): {type(err).__name__}: {str(err).splitlines()[0]}. "
             f"{FOLDER_HINT}") from None
     if not builder.is_prepared():
-        where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+        where = data_dir or ("the default tfds data_dir ("
+                             f"{os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')})")
         if not download:
             raise ValueError(
                 f"TensorFlow Datasets {name!r} is not prepared in {where} and "
                 f"downloading is disabled. {FOLDER_HINT}")
+        urls = list(type(builder).url_infos or ())
+        tried, unreachable = unreachable_download_hosts(urls)
+        if tried and len(unreachable) == len(tried):
+            raise ValueError(
+                f"TensorFlow Datasets {name!r} is not prepared in {where} and cannot be "
+                f"downloaded: no download host answers ({'; '.join(unreachable)}); is this "
+                f"machine offline? {FOLDER_HINT}")
         try:
             builder.download_and_prepare()
         except Exception as err:  # no network, checksum, missing extras, ...

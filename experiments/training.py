@@ -262,7 +262,8 @@ def _write_history(run, probe_history):
 
 
 def history_columns(rows, phase):
-    """``{metric: [float per epoch]}`` of one phase of ``history.csv`` rows."""
+    """``{metric: [float per epoch]}`` of one phase of ``history.csv`` rows. A column with
+    no value in that phase (the other phase's metrics) is left out."""
     out = {}
     for row in rows:
         if row["phase"] != phase:
@@ -271,7 +272,7 @@ def history_columns(rows, phase):
             if k in ("phase", "epoch"):
                 continue
             out.setdefault(k, []).append(float(v) if v not in ("", None) else math.nan)
-    return out
+    return {k: v for k, v in out.items() if any(not math.isnan(x) for x in v)}
 
 
 def evaluate_classifier(classifier, test_dataset):
@@ -284,19 +285,42 @@ def evaluate_classifier(classifier, test_dataset):
     return topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
 
 
+def _figure_title(run_dir):
+    """``NAME: factory (method=..., predictor=...)`` from the run's config.json, if readable."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    try:
+        with open(RunDirectory.from_path(run_dir).config_json) as f:
+            config = Config.from_json(f.read())
+    except (OSError, ValueError, TypeError):
+        return name, None
+    return f"{name}: {config.name} ({config.describe()})", config
+
+
+def run_curves_figure(run_dir):
+    """The training-curves Figure of a results folder (``None`` without history.csv):
+    each phase's columns of history.csv in its own panels."""
+    run = RunDirectory.from_path(run_dir)
+    if not os.path.exists(run.history):
+        return None
+    title, config = _figure_title(run_dir)
+    rows = _read_csv(run.history)
+    reference = 1.0 / math.sqrt(config.projection_dim) if config else None
+    return visualisation.training_curves_figure(
+        history_columns(rows, "pretrain"), probe=history_columns(rows, "probe"), title=title,
+        z_std_reference=reference)
+
+
 def draw_figures(run_dir):
     """Training-curve and eigenspace PNGs from the files of a results folder."""
     run = RunDirectory.from_path(run_dir)
     drawn = []
-    if os.path.exists(run.history):
-        rows = _read_csv(run.history)
-        history = history_columns(rows, "pretrain")
-        history.update(history_columns(rows, "probe"))
-        drawn.append(visualisation.plot_training_curves(history, run.curves_png))
+    figure = run_curves_figure(run_dir)
+    if figure is not None:
+        drawn.append(visualisation.save_figure(figure, run.curves_png))
     if os.path.isdir(run.eigenspace):
         records = eigenspace.load_eigenspace(run.eigenspace)
         drawn.append(visualisation.plot_eigenspace(records, run.eigenspace_png,
-                                                   title=os.path.basename(run_dir)))
+                                                   title=_figure_title(run_dir)[0]))
     return drawn
 
 

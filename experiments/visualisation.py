@@ -15,7 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_eigenspace", "plot_training_curves", "plot_bar_chart"]
+__all__ = ["plot_eigenspace", "plot_training_curves", "plot_bar_chart", "save_figure",
+           "training_curve_panels", "training_curves_figure", "eigenspace_figure"]
 
 #: Floor used before log10 of F's eigenvalues (F is PSD; tiny/negative values are round-off).
 EIGENVALUE_FLOOR = 1e-10
@@ -27,7 +28,8 @@ def _new_figure(figsize):
     return figure
 
 
-def _save(figure, path):
+def save_figure(figure, path):
+    """Writes ``figure`` as a PNG at ``path`` (parents made), frees it, returns ``path``."""
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
@@ -42,13 +44,17 @@ def _vector(record, key):
 
 
 def plot_eigenspace(records, path, title=None, floor=EIGENVALUE_FLOOR):
+    """Saves :func:`eigenspace_figure` as a PNG at ``path`` and returns ``path``."""
+    return save_figure(eigenspace_figure(records, title, floor), path)
+
+
+def eigenspace_figure(records, title=None, floor=EIGENVALUE_FLOOR):
     """Four-panel eigenspace figure (paper Sec. 4, Fig. 3/4; as the original reproduction).
 
     (a) ``log10 max(eig(F), floor)`` sorted, (b) eigenvalues of ``(Wp+Wp^T)/2``,
     (c) ``cos(u_j, Wp u_j)`` per eigenvector ``u_j`` of ``F``, (d) asymmetry
     ``|Wp - Wp^T|_F / |Wp|_F`` vs epoch. ``records``: list of dicts as in
     :mod:`experiments.eigenspace` (one curve per epoch, coloured by epoch).
-    Saves a PNG at ``path`` and returns ``path``.
     """
     if isinstance(records, dict) or not records:
         raise ValueError("records must be a non-empty list of eigenspace records.")
@@ -95,13 +101,28 @@ def plot_eigenspace(records, path, title=None, floor=EIGENVALUE_FLOOR):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(set(epochs)) > 1:
         mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
-        figure.colorbar(mappable, ax=[ax_f, ax_wp, ax_align, ax_asym], label="epoch",
-                        shrink=0.8)
+        bar = figure.colorbar(mappable, ax=[ax_f, ax_wp, ax_align, ax_asym], label="epoch",
+                              shrink=0.8)
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     else:
         ax_f.legend()
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return figure
+
+
+#: Readable names of the logged metrics (history.csv columns): (panel title, y label).
+_METRIC_LABELS = {
+    "loss": ("loss", "SSL loss (per step, epoch mean)"),
+    "learning_rate": ("learning rate", "learning rate (end of epoch)"),
+    "z_std": ("z-std (collapse monitor)", "std of normalised z"),
+    "knn_accuracy": ("kNN top-1", "accuracy"),
+    "probe_loss": ("probe loss", "cross-entropy"),
+}
+#: Probe metrics drawn together in one accuracy panel, with their legend labels.
+_PROBE_ACCURACIES = (("probe_train_top1", "train top-1"), ("probe_test_top1", "eval top-1"),
+                     ("probe_test_top5", "eval top-5"))
 
 
 def _panel_order(names):
@@ -113,21 +134,16 @@ def _panel_order(names):
     return names
 
 
-def plot_training_curves(history, path, title=None):
-    """One panel per metric of ``history`` (name -> per-epoch values), x = epoch.
-
-    ``loss`` comes first and, when the history has it (``EpochSummary`` logs it
-    every epoch), ``learning_rate`` right beside it.
-
-    Epochs are 1-based unless ``history["epoch"]`` gives them. Non-finite
-    values (e.g. kNN accuracy on epochs where it was not computed) are skipped,
-    so sparse metrics are drawn as connected markers. Saves a PNG, returns ``path``.
-    """
+def _phase_series(history, phase):
+    """``{metric: (epochs, values)}`` of one phase's ``{metric: per-epoch values}``;
+    epochs are 1-based unless ``history["epoch"]`` gives them; empty metrics are dropped."""
+    if history is None:
+        return {}
     if not hasattr(history, "items"):
-        raise ValueError(f"history must be a dict. Received: {type(history).__name__}")
-    explicit_epochs = None
+        raise ValueError(f"{phase} history must be a dict. Received: {type(history).__name__}")
+    explicit = None
     if "epoch" in history:
-        explicit_epochs = np.asarray(history["epoch"], dtype=np.float64).reshape(-1)
+        explicit = np.asarray(history["epoch"], dtype=np.float64).reshape(-1)
     series = {}
     for name, values in history.items():
         if name == "epoch":
@@ -138,35 +154,89 @@ def plot_training_curves(history, path, title=None):
             raise ValueError(f"history[{name!r}] must be a list of numbers.") from None
         if values.size == 0:
             continue
-        if explicit_epochs is not None and values.size != explicit_epochs.size:
+        if explicit is not None and values.size != explicit.size:
             raise ValueError(f"history[{name!r}] has {values.size} values but "
-                             f"history['epoch'] has {explicit_epochs.size}.")
-        series[name] = values
-    if not series:
+                             f"history['epoch'] has {explicit.size}.")
+        epochs = explicit if explicit is not None else np.arange(1, values.size + 1.0)
+        series[name] = (epochs, values)
+    return series
+
+
+def training_curve_panels(pretrain, probe=None, z_std_reference=None):
+    """The panels of the training-curves figure, as data: a list of dicts with ``title``,
+    ``ylabel``, ``lines`` (``[(label, epochs, values)]``, non-finite values kept: the
+    drawing skips them) and ``hlines`` (``[(label, y)]``).
+
+    Pre-training panels first (loss, learning rate, z-std with the reference
+    ``z_std_reference`` = 1/sqrt(d) of a non-collapsed, whitened z and 0 for collapse,
+    kNN top-1, then any other metric), then the linear probe's (loss; train/eval
+    accuracies in one panel; any other metric).
+    """
+    panels = []
+    pre = _phase_series(pretrain, "pre-training")
+    for name in _panel_order(pre):
+        title, ylabel = _METRIC_LABELS.get(name, (name, name))
+        hlines = []
+        if name == "z_std" and z_std_reference:
+            hlines = [(f"1/sqrt(d) = {z_std_reference:.3g} (no collapse)", z_std_reference),
+                      ("0 (collapse)", 0.0)]
+        panels.append({"title": f"pre-training: {title}", "ylabel": ylabel,
+                       "lines": [(name, *pre[name])], "hlines": hlines})
+    post = _phase_series(probe, "probe")
+    accuracies = [(label, *post.pop(name)) for name, label in _PROBE_ACCURACIES if name in post]
+    for name in _panel_order(post):
+        title, ylabel = _METRIC_LABELS.get(name, (name, name))
+        panels.append({"title": f"linear probe: {title}", "ylabel": ylabel,
+                       "lines": [(name, *post[name])], "hlines": []})
+    if accuracies:
+        panels.append({"title": "linear probe: accuracy", "ylabel": "accuracy",
+                       "lines": accuracies, "hlines": []})
+    if not panels:
         raise ValueError("history has no non-empty metric to plot.")
-    series = {name: series[name] for name in _panel_order(series)}
-    columns = min(3, len(series))
-    rows = math.ceil(len(series) / columns)
-    figure = _new_figure((4.5 * columns, 3.3 * rows))
+    return panels
+
+
+def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=None):
+    """The training-curves :class:`Figure` (see :func:`training_curve_panels`); one axis
+    per panel, in order, each line drawn at its finite values only."""
+    panels = training_curve_panels(pretrain, probe, z_std_reference)
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = _new_figure((4.8 * columns, 3.4 * rows + (0.4 if title else 0)))
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
-    for axis, (name, values) in zip(axes, series.items()):
-        epochs = (explicit_epochs if explicit_epochs is not None
-                  else np.arange(1, values.size + 1, dtype=np.float64))
-        finite = np.isfinite(values)
-        if finite.any():
-            axis.plot(epochs[finite], values[finite], marker="o" if finite.sum() < 30 else None,
-                      markersize=3)
-        else:
+    for axis, panel in zip(axes, panels):
+        drawn = 0
+        for label, epochs, values in panel["lines"]:
+            finite = np.isfinite(values)
+            if finite.any():
+                axis.plot(epochs[finite], values[finite], label=label, markersize=3,
+                          marker="o" if finite.sum() < 30 else None)
+                drawn += 1
+        for label, y in panel["hlines"]:
+            axis.axhline(y, linestyle="--", linewidth=0.9, color="grey", label=label)
+        if not drawn:
             axis.text(0.5, 0.5, "no finite values", ha="center", va="center",
                       transform=axis.transAxes)
-        axis.set(title=name, xlabel="epoch")
+        if len(panel["lines"]) > 1 or panel["hlines"]:
+            axis.legend(fontsize=7)
+        axis.set(title=panel["title"], xlabel="epoch", ylabel=panel["ylabel"])
         axis.grid(True, alpha=0.3)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for axis in axes[len(series):]:
+    for axis in axes[len(panels):]:
         axis.set_visible(False)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return figure
+
+
+def plot_training_curves(pretrain, path, title=None, probe=None, z_std_reference=None):
+    """Saves :func:`training_curves_figure` as a PNG at ``path`` and returns ``path``.
+
+    ``pretrain`` / ``probe``: ``{metric: per-epoch values}`` of the two phases (as
+    ``history.csv`` holds them); non-finite values (e.g. kNN on epochs where it was
+    not computed) are skipped, so sparse metrics are drawn as connected markers.
+    """
+    return save_figure(training_curves_figure(pretrain, probe, title, z_std_reference), path)
 
 
 def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=None):
@@ -214,4 +284,4 @@ def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=Non
     axis.grid(True, axis="y", alpha=0.3)
     if title:
         axis.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -16,7 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--dataset", "synthetic", "--max_train_examples", "48",
               "--max_test_examples", "24", "--batch_size", "16", "--width", "0.0625",
               "--image_size", "16", "--epochs_pretraining", "2", "--epochs_finetuning", "2",
-              "--knn_every", "1", "--eigenspace_every", "1", "--verbose", "0"]
+              "--knn_every", "1", "--verbose", "0"]
+#: With --eigenspace (eigenspace_every is refused without it).
+EIGEN_FLAGS = ["--eigenspace", "--eigenspace_every", "1"]
 
 
 def run(script, *args):
@@ -42,7 +44,7 @@ def tree_digest(path):
 @pytest.mark.parametrize("model", ["byol", "simsiam", "directpred", "directcopy"])
 def test_train_then_test_end_to_end(tmp_path, model):
     results = str(tmp_path)
-    done = run("train.py", "--model", model, "--eigenspace", "--name", "run",
+    done = run("train.py", "--model", model, *EIGEN_FLAGS, "--name", "run",
                "--results_dir", results, *TINY_FLAGS)
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / "run"
@@ -55,10 +57,11 @@ def test_train_then_test_end_to_end(tmp_path, model):
     assert any((folder / "logs").rglob("events.out.tfevents*"))
     assert not (folder / "checkpoint").exists()
     saved = config_lib.Config.from_json((folder / "config.json").read_text())
-    expected = config_lib.get_config(config_lib.MODELS[model])
-    assert saved.name == expected.name and saved.predictor == expected.predictor
-    assert (saved.epochs_pretraining, saved.width, saved.dataset, saved.eigenspace) == (
-        2, 0.0625, "synthetic", True)
+    # The CLI's saved config is the API's for the same inputs (one resolver).
+    assert saved == config_lib.get_config(
+        model, dataset="synthetic", max_train_examples=48, max_test_examples=24,
+        batch_size=16, width=0.0625, image_size=16, epochs_pretraining=2,
+        epochs_finetuning=2, knn_every=1, eigenspace=True, eigenspace_every=1)
     metrics = json.loads((folder / "metrics.json").read_text())
     with open(folder / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -84,7 +87,7 @@ def test_train_then_test_end_to_end(tmp_path, model):
 
 def test_test_py_only_vis_draws_without_evaluating(tmp_path):
     done = run("train.py", "--config", "eigenspace_experiment", "--name", "v",
-               "--results_dir", str(tmp_path), *TINY_FLAGS)
+               "--results_dir", str(tmp_path), "--eigenspace_every", "1", *TINY_FLAGS)
     assert done.returncode == 0, done.stderr[-3000:]
     os.remove(tmp_path / "v" / "eigenspace.png")
     for flag in (["--only", "vis"], ["--only_vis"]):
@@ -161,12 +164,15 @@ def train_module():
     ("momentum", 0.8, "momentum"), ("strategy", "mirrored", "strategy")])
 def test_every_override_flag_reaches_the_config(train_module, flag, value, field):
     assert flag in train_module.OVERRIDES
-    values = {"model": "directpred", flag: value}
+    # Each flag with a method that uses it (config.OPTION_RULES).
+    values = {"model": "byol" if flag == "symmetry" else "directpred", flag: value}
     if flag in ("warmup_epochs", "warmup_lr", "final_lr"):
         values["lr_schedule"] = "warmup_cosine"  # they apply to that schedule only
+    if flag == "eigenspace_every":
+        values["eigenspace"] = True
     config = train_module.make_config(values)
     assert getattr(config, field) == value
-    assert getattr(config_lib.get_direct_pred(), field) != value
+    assert getattr(config_lib.get_config(values["model"]), field) != value
 
 
 def test_unset_flags_keep_the_factory_values(train_module):

@@ -139,7 +139,9 @@ def test_parse_assignment_types_the_value_as_the_field(text, expected):
     name, value = config_lib.parse_assignment(text)
     assert (name, value) == expected
     assert type(value) is type(expected[1])
-    assert Config().replace(**{name: value}).to_dict()[name] == value
+    # F's options need a run that uses F (OPTION_RULES).
+    base = get_config("direct_pred") if name in ("predictor_eps", "corr_center") else Config()
+    assert base.replace(**{name: value}).to_dict()[name] == value
 
 
 @pytest.mark.parametrize("text, message", [

@@ -20,6 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import config as config_lib  # noqa: E402  (after the sys.path line above)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Image folder ROOT/{train,test}/<class>/ (CIFAR-10).")
 flags.DEFINE_string("results_dir", os.path.join("results", "reproduce_small"),
@@ -50,35 +52,9 @@ flags.DEFINE_integer("seeds", 1, "Runs per row, with seeds --seed, --seed + 1, .
                      "shows the mean and the sample standard deviation. Each seed also "
                      "draws its own data subsets and held-out split.")
 
-#: (row name, factory, Config overrides, should it collapse?) -- paper Tables 1, 3, 8.
-ROWS = [
-    ("random_init", "byol", {"epochs_pretraining": 0}, False),
-    ("byol", "byol", {}, False),
-    # The published recipe (predictor lr = encoder lr) collapses in 1,560 steps here
-    # (diagnostics in the README); a 30x relative predictor learning rate (alpha_p of
-    # paper Sec. 4, Fig. 6), chosen on a held-out validation split over five seeds, does not.
-    ("sgd_linear_predictor", "byol_baseline", {"predictor_lr_multiplier": 30.0}, False),
-    # The factory's eps 0.1 collapses in one seed of three here; eps 0.01 (the official
-    # DirectPred command's) was chosen on the validation split over five seeds (README).
-    ("directpred", "direct_pred", {"predictor_eps": 0.01}, False),
-    ("directpred_no_ema", "simsiam_pred", {}, False),
-    # The factory's eps 0.3 collapses here; eps 0.1 was chosen on the validation split with
-    # one seed (README). It is below the floor in two seeds of three.
-    ("directcopy", "direct_copy", {"predictor_eps": 0.1}, False),
-    ("simsiam", "simsiam", {}, False),
-    ("one_layer_no_ema", "simsiam_baseline", {}, False),
-    ("one_layer_symmetric_no_ema", "simsiam_baseline_symmetric", {}, True),
-]
-#: The wider family (--family): their own published optimizer / schedule, same encoder,
-#: data, epochs, batch and probe. MoCo's queue as in the official CIFAR demo:
-#: the published 32768 would exceed the 10k-image subset.
-FAMILY_ROWS = [
-    ("simclr", "simclr", {}, False),
-    ("supcon", "supcon", {}, False),
-    ("swav", "swav", {}, False),
-    ("moco", "moco", {"queue_size": 4096}, False),
-    ("barlow_twins", "barlow_twins", {}, False),
-]
+#: The rows, their overrides and the reason for each live with the factories in config.py.
+ROWS = config_lib.SCALED_DOWN_ROWS
+FAMILY_ROWS = config_lib.FAMILY_ROWS
 ALL_ROWS = ROWS + FAMILY_ROWS
 
 
@@ -86,40 +62,17 @@ def with_overrides(rows, assignments):
     """``rows`` with each ``ROW.FIELD=VALUE`` of ``assignments`` added to that row's
     overrides (parsed as the field's type by :func:`config.parse_assignment`).
     ``ValueError`` for a row that is not in ``rows`` or a bad assignment."""
-    from config import parse_assignment
-
-    names = [r[0] for r in rows]
+    names = [r.name for r in rows]
     extra = {}
     for text in assignments or ():
         row, dot, assignment = text.partition(".")
         if not dot or row not in names:
             raise ValueError(f"--override takes ROW.FIELD=VALUE with ROW one of the rows run "
                              f"{names}. Received: --override={text}")
-        field, value = parse_assignment(assignment)
+        field, value = config_lib.parse_assignment(assignment)
         extra.setdefault(row, {})[field] = value
-    return [(name, factory, {**overrides, **extra.get(name, {})}, collapses)
-            for name, factory, overrides, collapses in rows]
-
-
-def row_config(factory, shared, overrides):
-    """A row's Config: the factory, the shared settings, then the row's overrides.
-
-    Epoch counts inside a published schedule (warm-up, SwAV's queue start) shrink
-    with the epochs in the same proportion (at least 1 warm-up epoch); the
-    eigenspace tracker only applies to the non-contrastive rows.
-    """
-    from config import get_config
-
-    base = get_config(factory)
-    changes = {**shared, **overrides}
-    if base.method != "noncontrastive":
-        changes["eigenspace"] = False
-        ratio = changes["epochs_pretraining"] / base.epochs_pretraining
-        if base.lr_schedule == "warmup_cosine":
-            changes.setdefault("warmup_epochs", max(1, round(base.warmup_epochs * ratio)))
-        if base.queue_start_epoch:
-            changes.setdefault("queue_start_epoch", round(base.queue_start_epoch * ratio))
-    return base.replace(**changes)
+    return [row._replace(overrides={**row.overrides, **extra.get(row.name, {})})
+            for row in rows]
 
 
 def shared_settings(smoke):
@@ -190,15 +143,14 @@ def run_rows(rows, shared, results_dir, overwrite, seeds=1):
 
     first = shared["seed"]
     plan = []
-    for name, factory, overrides, collapses in rows:
-        plan.append(((name, factory, overrides, collapses),
-                     [(seed, name if seed == first else f"{name}_seed{seed}",
-                       row_config(factory, {**shared, "seed": seed}, overrides))
-                      for seed in range(first, first + seeds)]))
+    for row in rows:
+        plan.append((row, [(seed, row.name if seed == first else f"{row.name}_seed{seed}",
+                            config_lib.scaled_down_config(row, {**shared, "seed": seed}))
+                           for seed in range(first, first + seeds)]))
     saved = {run_name: _saved_metrics(results_dir, run_name, config, overwrite)
              for _, runs in plan for _, run_name, config in runs}
     table = []
-    for (name, factory, overrides, collapses), planned in plan:
+    for row_def, planned in plan:
         runs = []
         for seed, run_name, config in planned:
             metrics = saved[run_name]
@@ -208,8 +160,9 @@ def run_rows(rows, shared, results_dir, overwrite, seeds=1):
             runs.append({"seed": seed, **{key: metrics[field] for key, field in METRICS}})
             print(f"{run_name}: top-1 {metrics['top1']:.4f} knn {metrics['knn_accuracy']} "
                   f"z_std {metrics['z_std']} ({metrics['seconds']:.0f} s)", flush=True)
-        row = {"name": name, "factory": factory, "overrides": overrides,
-               "expected_collapse": collapses, "seeds": runs}
+        row = {"name": row_def.name, "factory": row_def.factory,
+               "overrides": row_def.overrides, "reason": row_def.reason,
+               "expected_collapse": row_def.expected_collapse, "seeds": runs}
         for key, _ in METRICS:
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
         table.append(row)
@@ -263,7 +216,10 @@ def write_table(table, shared, results_dir):
             if len(seeds) > 1 else "")
     note += (" Gains: over random_init with the same seed (the same train/test subsets), "
              "in percentage points.")
+    reasons = [f"- {row['name']}: {row['reason']}." for row in table if row.get("reason")]
     text = "\n".join(lines) + f"\n\nShared settings: {settings}.{note}\n"
+    if reasons:
+        text += "\nWhy rows depart from their factory (config.py):\n" + "\n".join(reasons) + "\n"
     with open(os.path.join(results_dir, "table.md"), "w") as f:
         f.write(text)
     with open(os.path.join(results_dir, "table.json"), "w") as f:
@@ -279,11 +235,11 @@ def main(argv):
         shared = shared_settings(FLAGS.smoke)
         rows = ALL_ROWS if FLAGS.family else ROWS
         if FLAGS.rows:
-            known = [r[0] for r in ALL_ROWS]
+            known = [r.name for r in ALL_ROWS]
             unknown = [r for r in FLAGS.rows if r not in known]
             if unknown:
                 raise ValueError(f"Unknown rows {unknown}. Valid: {known}")
-            rows = [r for r in ALL_ROWS if r[0] in FLAGS.rows]
+            rows = [r for r in ALL_ROWS if r.name in FLAGS.rows]
         rows = with_overrides(rows, FLAGS.override)
         if FLAGS.seeds < 1:
             raise ValueError(f"--seeds must be >= 1. Received: --seeds={FLAGS.seeds}")

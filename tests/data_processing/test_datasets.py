@@ -224,8 +224,63 @@ def test_tfds_download_failure_is_a_value_error(tfds, tmp_path, monkeypatch):
         raise ConnectionError("network is unreachable")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    # The host answers, the download itself fails.
+    monkeypatch.setattr(datasets, "unreachable_download_hosts", lambda urls: (["host"], []))
     with pytest.raises(ValueError, match="network is unreachable.*--dataset folder"):
         load_dataset("cifar10", data_dir=str(tmp_path))
+
+
+def test_unreachable_download_hosts_on_loopback():
+    import socket
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    open_port = listening.getsockname()[1]
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        assert datasets.unreachable_download_hosts(
+            [f"http://127.0.0.1:{open_port}/a.tar.gz"]) == (["127.0.0.1"], [])
+        tried, unreachable = datasets.unreachable_download_hosts(
+            [f"http://127.0.0.1:{closed_port}/a", f"http://127.0.0.1:{closed_port}/b"],
+            timeout=2)
+        assert tried == ["127.0.0.1"] and len(unreachable) == 1
+        assert "127.0.0.1 (ConnectionRefusedError" in unreachable[0]
+    finally:
+        listening.close()
+
+
+OFFLINE_SITECUSTOMIZE = """
+import socket
+def _unreachable(*args, **kwargs):
+    raise OSError(101, "Network is unreachable (test)")
+socket.create_connection = _unreachable
+socket.socket.connect = _unreachable
+socket.getaddrinfo = _unreachable
+"""
+
+
+def test_quick_start_command_offline_fails_fast_with_the_folder_hint(tmp_path):
+    """The README's main command on a machine without network: one line pointing to
+    --dataset folder, from the reachability check (not after the downloader's retries),
+    and no results folder."""
+    import subprocess
+    import sys
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(OFFLINE_SITECUSTOMIZE)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"),
+           "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    done = subprocess.run(
+        [sys.executable, "train.py", "--model", "directpred", "--eigenspace", "--name", "run",
+         "--results_dir", str(tmp_path / "results")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: TensorFlow Datasets 'cifar10' is not prepared")
+    assert "no download host answers" in last and "--dataset folder --data_dir PATH" in last
+    assert not (tmp_path / "results").exists()
 
 
 def test_unknown_dataset_name(tfds):

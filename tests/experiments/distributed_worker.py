@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 #: pre-training epoch with the kNN monitor and one probe epoch.
 TINY = dict(dataset="synthetic", max_train_examples=32, max_test_examples=16, batch_size=8,
             backbone="alexnet", image_size=16, width=0.0625, projector_hidden_dim=16,
-            projection_dim=8, predictor_hidden_dim=16, epochs_pretraining=1,
+            projection_dim=8, epochs_pretraining=1,
             epochs_finetuning=1, knn_every=1, knn_k=5)
 
 
