@@ -239,8 +239,17 @@ def plot_training_curves(pretrain, path, title=None, probe=None, z_std_reference
     return save_figure(training_curves_figure(pretrain, probe, title, z_std_reference), path)
 
 
-def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=None):
-    """Grouped bars: one group per row (``row["name"]``), one bar per metric.
+#: Legend labels of the bar chart's metrics.
+_BAR_LABELS = {"probe_top1": "linear probe top-1", "probe_top5": "linear probe top-5",
+               "knn_accuracy": "kNN top-1"}
+
+
+def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=None,
+                   floor=None, ylabel="top-1 accuracy"):
+    """Grouped bars: one group per row (``row["name"]``), one bar per metric, with error
+    bars where a row has ``METRIC_std`` (the sample std over seeds). Rows with
+    ``expected_collapse`` are labelled so. ``floor``: the name of a row (e.g. the
+    random-init encoder) whose values are drawn as dashed lines across the chart.
 
     Missing / ``None`` / NaN values leave a gap; metrics absent from every row
     are dropped. Saves a PNG, returns ``path``.
@@ -253,7 +262,8 @@ def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=Non
     for i, row in enumerate(rows):
         if "name" not in row:
             raise ValueError(f"rows[{i}] lacks the key 'name'.")
-        names.append(str(row["name"]))
+        names.append(str(row["name"]) + ("\n(expected to collapse)"
+                                         if row.get("expected_collapse") else ""))
 
     def value(row, metric):
         raw = row.get(metric)
@@ -268,19 +278,29 @@ def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=Non
     table = {m: v for m, v in table.items() if np.isfinite(v).any()}
     if not table:
         raise ValueError(f"None of the metrics {tuple(metrics)} has a value in rows.")
-    figure = _new_figure((max(5.0, 1.3 * len(rows) * max(1, len(table)) ** 0.5 + 2), 4.5))
+    floor_row = next((row for row in rows if row["name"] == floor), None)
+    if floor is not None and floor_row is None:
+        raise ValueError(f"floor row {floor!r} is not among the rows {names}.")
+    figure = _new_figure((max(6.0, 0.75 * len(rows) * max(1, len(table)) ** 0.5 + 2.5), 4.8))
     axis = figure.subplots()
     x = np.arange(len(rows))
     width = 0.8 / len(table)
     for j, (metric, values) in enumerate(table.items()):
         finite = np.isfinite(values)
         offset = (j - (len(table) - 1) / 2) * width
-        bars = axis.bar(x[finite] + offset, values[finite], width, label=metric)
+        errors = np.array([value(row, f"{metric}_std") for row in rows])
+        errors = np.where(np.isfinite(errors), errors, 0.0)
+        bars = axis.bar(x[finite] + offset, values[finite], width,
+                        yerr=errors[finite] if errors.any() else None, capsize=3,
+                        label=_BAR_LABELS.get(metric, metric), color=f"C{j}")
         axis.bar_label(bars, fmt="%.3g", fontsize=7)
+        if floor_row is not None and math.isfinite(value(floor_row, metric)):
+            axis.axhline(value(floor_row, metric), color=f"C{j}", linestyle="--",
+                         linewidth=0.9, label=f"{floor} ({_BAR_LABELS.get(metric, metric)})")
     axis.set_xticks(x, names, rotation=30 if len(rows) > 4 else 0, ha="right"
-                    if len(rows) > 4 else "center")
-    axis.set_ylabel("value")
-    axis.legend()
+                    if len(rows) > 4 else "center", fontsize=8)
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
     axis.grid(True, axis="y", alpha=0.3)
     if title:
         axis.set_title(title)

@@ -224,8 +224,11 @@ def write_table(table, shared, results_dir):
         f.write(text)
     with open(os.path.join(results_dir, "table.json"), "w") as f:
         json.dump({"rows": table, "settings": shared}, f, indent=2)
+    floor = "random_init" if any(row["name"] == "random_init" for row in table) else None
     plot_bar_chart(table, os.path.join(results_dir, "table.png"),
-                   metrics=("probe_top1", "knn_accuracy"), title="linear probe and kNN top-1")
+                   metrics=("probe_top1", "knn_accuracy"), floor=floor,
+                   title=f"Scaled-down CIFAR-10: linear probe and kNN top-1 "
+                         f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
     return text
 
 

@@ -143,3 +143,27 @@ def test_eigenspace_figure_draws_each_record():
     np.testing.assert_allclose(asym.get_xydata(),
                                [[r["epoch"], r["asymmetry"]] for r in by_epoch])
     assert figure.get_suptitle() == "run: direct_pred"
+
+
+def test_bar_chart_draws_the_rows_with_their_spread_and_the_floor(tmp_path, monkeypatch):
+    from experiments import visualisation
+
+    rows = [{"name": "random_init", "probe_top1": 0.30, "probe_top1_std": 0.02,
+             "knn_accuracy": 0.28},
+            {"name": "byol", "probe_top1": 0.40, "probe_top1_std": 0.01, "knn_accuracy": None},
+            {"name": "sym", "probe_top1": 0.10, "knn_accuracy": 0.12,
+             "expected_collapse": True}]
+    saved = {}
+    monkeypatch.setattr(visualisation, "save_figure",
+                        lambda figure, path: saved.setdefault("figure", figure) and path)
+    visualisation.plot_bar_chart(rows, tmp_path / "bars.png", floor="random_init")
+    axis = saved["figure"].axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in axis.patches)
+    assert heights == [0.1, 0.12, 0.28, 0.3, 0.4]
+    floors = sorted(round(line.get_ydata()[0], 6) for line in axis.get_lines()
+                    if line.get_linestyle() == "--")
+    assert floors == [0.28, 0.3]
+    labels = [t.get_text() for t in axis.get_xticklabels()]
+    assert labels == ["random_init", "byol", "sym\n(expected to collapse)"]
+    with pytest.raises(ValueError, match="floor row 'nope'"):
+        visualisation.plot_bar_chart(rows, tmp_path / "x.png", floor="nope")
