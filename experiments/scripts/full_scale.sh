@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Full-scale recipes of the published results (ResNet-18, 100 epochs; needs a GPU).
 # Usage: bash experiments/scripts/full_scale.sh [cifar10|stl10] [extra train.py flags...]
-# Each line is one published row; see README.md "Published results" for the numbers.
+# Each line is one published row; docs/reproduction.md (section 1) has the numbers.
 set -euo pipefail
 dataset="${1:-cifar10}"; shift || true
 cd "$(dirname "$0")/../.."
