@@ -213,7 +213,7 @@ def measured_threshold(sigma2=SIGMA2, alpha_p=1.0, n=401, t_end=2000.0, dt=0.1):
 
 def claim_threshold(smoke=False):
     measured, eta_c = measured_threshold(n=41 if smoke else 401,
-                                         t_end=300.0 if smoke else 2000.0)
+                                         t_end=100.0 if smoke else 2000.0)
     return [_claim("collapse_threshold", "Sec. 4, no non-trivial fixed point for "
                    "eta > 1 / (4 (1 + sigma2))",
                    f"measured largest surviving eta vs analytic {eta_c:.4f} "
@@ -232,8 +232,8 @@ def collapse_fraction(setting: Q.ModeSetting, n=60, t_end=200.0, dt=0.1,
 
 
 def claim_hyperparameters(smoke=False):
-    n = 20 if smoke else 60
-    t_end = 100.0 if smoke else 200.0
+    n = 10 if smoke else 60
+    t_end = 20.0 if smoke else 200.0
     etas = (0.02, 0.05, 0.08, 0.12, 0.15)
     f_eta = [collapse_fraction(Q.ModeSetting(SIGMA2, e, 1.0), n, t_end)[0] for e in etas]
     f_eta0 = collapse_fraction(Q.ModeSetting(SIGMA2, 0.0, 1.0), n, t_end)[0]
@@ -350,7 +350,7 @@ def all_claims(smoke=False):
     claims += claim_threshold(smoke)
     hyper, fractions = claim_hyperparameters(smoke)
     claims += hyper
-    claims += claim_ablations(t_end=60.0 if smoke else 200.0)
-    runs = alignment_runs(t_end=30.0 if smoke else 300.0, dt=0.05 if smoke else 0.02)
+    claims += claim_ablations(t_end=10.0 if smoke else 200.0, dt=0.05 if smoke else 0.02)
+    runs = alignment_runs(t_end=10.0 if smoke else 300.0, dt=0.05 if smoke else 0.02)
     claims += claim_alignment(runs)
     return claims, {"fractions": fractions, "alignment": runs}

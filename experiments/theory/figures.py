@@ -19,18 +19,21 @@ S_RANGE = (0.01, 1.5)
 
 
 def _phase_panel(ax, setting: Q.ModeSetting, n, t_end, title, trajectories=True):
+    """One (p, s) panel: collapse region, flow, trajectories, fixed points."""
     frac, pg, sg, mask = C.collapse_fraction(setting, n, t_end, p_range=P_RANGE,
                                              s_range=S_RANGE)
     ax.contourf(pg, sg, mask.astype(float), levels=[0.5, 1.5], colors=["#f4b6b6"])
-    pv, sv = np.meshgrid(np.linspace(*P_RANGE, 25), np.linspace(*S_RANGE, 25))
-    if setting.beta is None:
+    pv, sv = np.meshgrid(np.linspace(*P_RANGE, 17), np.linspace(*S_RANGE, 13))
+    if setting.beta is None:  # flow directions (tau = 1); EMA adds a third variable
         dp, ds, _ = Q.rhs(pv, sv, np.ones_like(pv), setting)
-        ax.streamplot(pv, sv, dp, ds, density=0.9, color="0.55", linewidth=0.6,
-                      arrowsize=0.7)
+        norm = np.maximum(np.hypot(dp / np.ptp(P_RANGE), ds / np.ptp(S_RANGE)), 1e-12)
+        ax.quiver(pv, sv, dp / norm, ds / norm, color="0.5", angles="xy", scale=40,
+                  width=0.003)
     if trajectories:
         starts = [(-0.6, 0.3), (-0.2, 0.8), (0.1, 0.1), (0.0, 1.2), (0.9, 0.2), (-0.9, 1.4)]
         for p0, s0 in starts:
-            _, p, s, _ = Q.integrate(p0, s0, setting, t_end, 0.05, n_records=400)
+            _, p, s, _ = Q.integrate(p0, s0, setting, t_end, 0.05 if n > 20 else 0.2,
+                                     n_records=400)
             ax.plot(p[:, ], s, color="C0", lw=1.0)
             ax.plot(p[0], s[0], "o", color="C0", ms=3)
     if setting.beta is None and np.ndim(setting.eta) == 0:
@@ -51,7 +54,7 @@ def _phase_panel(ax, setting: Q.ModeSetting, n, t_end, title, trajectories=True)
 
 def phase_portraits(path, smoke=False):
     """(p_j, s_j) phase portraits with the collapse region for several eta (Sec. 4)."""
-    n, t_end = (20, 60.0) if smoke else (70, 200.0)
+    n, t_end = (10, 20.0) if smoke else (70, 200.0)
     etas = (0.0, 0.05, 0.1, 0.2)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
     for ax, eta in zip(axes, etas):
@@ -68,7 +71,7 @@ def phase_portraits(path, smoke=False):
 
 def alpha_beta(path_alpha, path_beta, smoke=False):
     """Collapse regions as alpha_p and beta vary (Sec. 4)."""
-    n, t_end = (20, 60.0) if smoke else (70, 200.0)
+    n, t_end = (10, 20.0) if smoke else (70, 200.0)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
     for ax, a in zip(axes, (0.5, 1.0, 2.0, 5.0)):
         _phase_panel(ax, Q.ModeSetting(C.SIGMA2, 0.05, a), n, t_end, f"alpha_p = {a:g}")
@@ -105,7 +108,7 @@ def alignment(path, runs, smoke=False):
     for eta, alpha_p in ((0.05, 1.0), (0.02, 1.0), (0.05, 3.0), (0.0, 2.0)):
         setting = M.Setting(X, Xa, eta=eta, alpha_p=alpha_p, beta=0.5)
         ts, states = M.integrate(M.random_state(C.N, 0.6, seed=4), setting,
-                                 10.0 if smoke else 40.0, 0.02)
+                                 4.0 if smoke else 40.0, 0.05 if smoke else 0.02)
         b = np.array([np.linalg.norm(M.balance(s, alpha_p)) for s in states])
         line, = ax.semilogy(ts, b / b[0], lw=2, label=f"eta={eta:g}, alpha_p={alpha_p:g}")
         ax.semilogy(ts, np.exp(-2 * eta * ts), "--", color="k", lw=0.8)

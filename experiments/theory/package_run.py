@@ -57,6 +57,8 @@ class Run:
     num_examples: int = 65536
     record_every: int = 50
     eps: float = 0.1
+    corr_rho: float = 0.0  # DirectPred's F accumulator (0: the batch's E[z z^T])
+    isotropic: bool = True  # False: anisotropic X, X' (matrix.covariances), no assumption
 
     @property
     def dt(self):
@@ -72,7 +74,11 @@ def initial_state(run: Run) -> M.State:
 def sample(run: Run):
     """The run's data (``make_gaussian_views``) and its second moments ``(X, X + X')``."""
     from data_processing.datasets import make_gaussian_views
-    x1, x2 = make_gaussian_views(run.num_examples, run.dim, seed=run.seed, sigma2=run.sigma2)
+    data_cov = aug_cov = None
+    if not run.isotropic:
+        data_cov, aug_cov = M.covariances(run.dim, run.sigma2, isotropic=False, seed=run.seed)
+    x1, x2 = make_gaussian_views(run.num_examples, run.dim, seed=run.seed, sigma2=run.sigma2,
+                                 data_cov=data_cov, aug_cov=aug_cov)
     a, b = x1.astype(np.float64), x2.astype(np.float64)
     n = len(a)
     X = M.sym(a.T @ b / n)
@@ -90,7 +96,7 @@ def make_config(run: Run):
     return Config(
         name=f"theory_{run.name}", dataset="gaussian", image_size=run.dim, backbone="linear",
         width=1.0, projector="none", projection_dim=run.dim, predictor=pred,
-        predictor_eps=run.eps, corr_rho=0.0, loss="l2", optimizer="sgd",
+        predictor_eps=run.eps, corr_rho=run.corr_rho, loss="l2", optimizer="sgd",
         learning_rate=run.lr, momentum=0.0, weight_decay=4.0 * run.eta,
         predictor_lr_multiplier=alpha, predictor_weight_decay=4.0 * run.eta / alpha,
         ema_tau=(1.0 - run.beta * run.dt) if ema else 0.0, batch_size=run.batch_size,
@@ -199,12 +205,16 @@ def compare_one(run: Run):
 def default_runs(smoke=False):
     """The trajectory runs (BYOL, SimSiam, DirectPred) and the outcome settings."""
     if smoke:
-        return [Run("smoke_simsiam", "simsiam", steps=100, record_every=50,
-                    num_examples=4096, batch_size=256)]
+        return [Run("smoke_simsiam", "simsiam", steps=40, record_every=20,
+                    num_examples=2048, batch_size=256)]
     runs = [
-        Run("simsiam", "simsiam", eta=0.05, steps=2500),
-        Run("byol", "byol", eta=0.05, beta=1.0, steps=2500),
-        Run("directpred", "directpred", eta=0.05, beta=1.0, steps=2500),
+        Run("simsiam", "simsiam", eta=0.05, steps=2000),
+        Run("byol", "byol", eta=0.05, beta=1.0, steps=2000),
+        # DirectPred's F from one batch is noisy (relative ~ 1 / sqrt(batch)); the
+        # accumulator (Sec. 5, Eq. 17) with rho = 0.9 averages ~10 batches.
+        Run("directpred", "directpred", eta=0.05, beta=1.0, steps=1000, corr_rho=0.9),
+        Run("byol_anisotropic", "byol", eta=0.05, beta=1.0, steps=2000, isotropic=False,
+            alpha_p=2.0),
     ]
     # Outcome settings: (eta, alpha_p, beta, init scale) on both sides of the
     # collapse threshold eta_c = 1 / (4 (1 + sigma2)) = 0.167 and of the basins.
@@ -213,17 +223,19 @@ def default_runs(smoke=False):
         ("s_eta0.1_small", "simsiam", 0.1, 1.0, None, 0.3),
         ("s_eta0.1_ap3", "simsiam", 0.1, 3.0, None, 0.3),
         ("s_eta0.15", "simsiam", 0.15, 1.0, None, 1.0),
-        ("s_eta0.02_ap0.5", "simsiam", 0.04, 0.5, None, 0.5),
+        ("s_eta0.04_ap0.5", "simsiam", 0.04, 0.5, None, 0.5),
         ("b_eta0.25", "byol", 0.25, 1.0, 1.0, 0.7),
         ("b_eta0.1_beta0.3", "byol", 0.1, 1.0, 0.3, 0.3),
         ("b_eta0.1_beta3", "byol", 0.1, 1.0, 3.0, 0.3),
         ("b_eta0.05_ap2", "byol", 0.05, 2.0, 1.0, 1.0),
-        ("d_eta0.05", "directpred", 0.05, 1.0, 1.0, 0.5),
+        ("s_eta0.02_ap5", "simsiam", 0.02, 5.0, None, 1.0),
         ("d_eta0.3", "directpred", 0.3, 1.0, 1.0, 0.5),
     ]
     for name, method, eta, ap, beta, scale in grid:
         runs.append(Run(name, method, eta=eta, alpha_p=ap, beta=beta, init_scale=scale,
-                        steps=2500, seed=1))
+                        steps=2000, seed=1, corr_rho=0.9 if method == "directpred" else 0.0))
+    runs.append(Run("s_anisotropic_eta0.1", "simsiam", eta=0.1, init_scale=0.5, steps=2000,
+                    seed=2, isotropic=False))
     return runs
 
 
@@ -243,8 +255,8 @@ def figure(summary, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = summary["runs"][:3]
-    fig, axes = plt.subplots(2, len(runs), figsize=(5 * len(runs), 7), squeeze=False)
+    runs = summary["runs"][:4]
+    fig, axes = plt.subplots(2, len(runs), figsize=(4.6 * len(runs), 7), squeeze=False)
     for col, r in enumerate(runs):
         t = np.array(r["record_steps"]) * r["dt"]
         tr = {k: np.array(v) for k, v in r["trajectory"].items()}
