@@ -50,9 +50,12 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-#: Valid ``Config.backbone`` values (mirrored by ``config.BACKBONES``).
-BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121",
-             "efficientnet_b0", "alexnet", "linear")
+#: The image encoders ([B, S, S, 3] -> [B, D]).
+IMAGE_BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121",
+                   "efficientnet_b0", "alexnet")
+#: Valid ``Config.backbone`` values (mirrored by ``config.BACKBONES``); ``linear`` is
+#: the linear theory's vector encoder (``dataset="gaussian"``).
+BACKBONES = IMAGE_BACKBONES + ("linear",)
 
 _BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
 _BOTTLENECK = {"resnet50"}

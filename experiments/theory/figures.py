@@ -33,7 +33,7 @@ def _phase_panel(ax, setting: Q.ModeSetting, n, t_end, title, trajectories=True)
         starts = [(-0.6, 0.3), (-0.2, 0.8), (0.1, 0.1), (0.0, 1.2), (0.9, 0.2), (-0.9, 1.4)]
         for p0, s0 in starts:
             _, p, s, _ = Q.integrate(p0, s0, setting, t_end, 0.05 if n > 20 else 0.2,
-                                     n_records=400)
+                                     n_records=4000)
             ax.plot(p[:, ], s, color="C0", lw=1.0)
             ax.plot(p[0], s[0], "o", color="C0", ms=3)
     if setting.beta is None and np.ndim(setting.eta) == 0:
@@ -86,7 +86,8 @@ def alpha_beta(path_alpha, path_beta, smoke=False):
         _phase_panel(ax, Q.ModeSetting(C.SIGMA2, 0.05, 1.0, b), n, t_end, label)
     fig.suptitle("Paper Sec. 4: effect of the EMA rate beta (BYOL; tau_j(0) = 1, "
                  f"eta = 0.05, alpha_p = 1, sigma^2 = {C.SIGMA2}); region = starts "
-                 "(p0, s0) that collapse", fontsize=10)
+                 "(p0, s0) that collapse; with EMA the flow is 3-d (p, s, tau): no arrows",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path_beta, dpi=80)
     plt.close(fig)
