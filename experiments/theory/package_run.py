@@ -59,6 +59,8 @@ class Run:
     eps: float = 0.1
     corr_rho: float = 0.0  # DirectPred's F accumulator (0: the batch's E[z z^T])
     isotropic: bool = True  # False: anisotropic X, X' (matrix.covariances), no assumption
+    symmetric: bool = False  # Config.symmetry (symmetric Wp, the paper's assumption)
+    wp_identity: float = 0.0  # Wp(0) = noise + wp_identity * I
 
     @property
     def dt(self):
@@ -67,8 +69,8 @@ class Run:
 
 def initial_state(run: Run) -> M.State:
     st = M.random_state(run.dim, run.init_scale, seed=run.seed + 100,
-                        wp_scale=run.wp_scale)
-    return st
+                        wp_scale=run.wp_scale, symmetric_wp=run.symmetric)
+    return M.State(st.W, st.Wp + run.wp_identity * np.eye(run.dim), st.Wa)
 
 
 def sample(run: Run):
@@ -100,7 +102,7 @@ def make_config(run: Run):
         learning_rate=run.lr, momentum=0.0, weight_decay=4.0 * run.eta,
         predictor_lr_multiplier=alpha, predictor_weight_decay=4.0 * run.eta / alpha,
         ema_tau=(1.0 - run.beta * run.dt) if ema else 0.0, batch_size=run.batch_size,
-        seed=run.seed)
+        symmetry=run.symmetric, seed=run.seed)
 
 
 def _weights(model):
@@ -152,7 +154,8 @@ def run_package(run: Run, data=None, X_total=None):
 
 def ode_setting(run: Run, X, X_total):
     target = "online" if run.method == "simsiam" else "ema"
-    pred = "directpred" if run.method == "directpred" else "trained"
+    pred = ("directpred" if run.method == "directpred"
+            else "symmetric" if run.symmetric else "trained")
     return M.Setting(X, X_total - X, eta=run.eta, alpha_p=run.alpha_p,
                      beta=run.beta or 1.0, target=target, predictor=pred,
                      directpred_eps=run.eps)
@@ -236,6 +239,14 @@ def default_runs(smoke=False):
                         steps=2000, seed=1, corr_rho=0.9 if method == "directpred" else 0.0))
     runs.append(Run("s_anisotropic_eta0.1", "simsiam", eta=0.1, init_scale=0.5, steps=2000,
                     seed=2, isotropic=False))
+    # Symmetric Wp (Config.symmetry: the kernel symmetrised after every step, which from
+    # a symmetric start is the symmetrised gradient flow) and starts that keep every mode.
+    runs.append(Run("s_symmetric_eta0.05", "simsiam", eta=0.05, steps=2000, seed=3,
+                    symmetric=True))
+    runs.append(Run("s_wp0.5I_eta0.05", "simsiam", eta=0.05, steps=2000, seed=4,
+                    wp_identity=0.5, wp_scale=0.2))
+    runs.append(Run("b_wp0.5I_eta0.1_ap2", "byol", eta=0.1, alpha_p=2.0, beta=0.5,
+                    steps=2000, seed=5, wp_identity=0.5, wp_scale=0.2, init_scale=1.0))
     return runs
 
 
