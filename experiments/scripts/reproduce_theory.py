@@ -40,6 +40,7 @@ def table_markdown(claims, package, command, date):
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in claims:
+        c = {k: v.replace("|", "\\|") if isinstance(v, str) else v for k, v in c.items()}
         lines.append(f"| {c['id']} | {c['source']} | {c['claim']} | {c['measured']:.3g} "
                      f"| {c['threshold']} | {'yes' if c['holds'] else 'NO'} "
                      f"| {c['assumptions']} |")
