@@ -30,12 +30,15 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 #: Encoders of ``models/backbones.py`` (``train.py --backbone``).
 BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121", "efficientnet_b0",
-             "alexnet")
+             "alexnet", "linear")
 STEMS = ("auto", "cifar", "imagenet")
 #: ``noncontrastive`` = BYOL / SimSiam / DirectPred / DirectCopy (chosen by the
 #: predictor and target fields); the others are one unit each in ``models/``.
 METHODS = ("noncontrastive", "simclr", "supcon", "swav", "moco", "barlow_twins")
-PROJECTORS = ("mlp", "deeper")
+PROJECTORS = ("mlp", "deeper", "none")
+#: ``cosine``: 2 - 2 cos (BYOL, SimSiam); ``l2``: the paper's un-normalised
+#: ``||Wp W x1 - sg(Wa x2)||^2`` (Sec. 3, Eq. 1), for the linear theory.
+LOSSES = ("cosine", "l2")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
 TARGET_INITS = ("copy", "independent")
@@ -164,6 +167,8 @@ class Config:
 
     # ---- method (the wider family; ignored by the non-contrastive four) ----
     method: str = "noncontrastive"
+    #: one of LOSSES; ``l2`` for the non-contrastive methods only.
+    loss: str = "cosine"
     #: Softmax temperature of NT-Xent (SimCLR), SupCon, InfoNCE (MoCo) and SwAV.
     temperature: float = 0.1
     #: MoCo: negatives kept in the queue. SwAV: embeddings kept for Sinkhorn (0 = off).
@@ -270,6 +275,15 @@ class Config:
         _check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
         _check_choice("strategy", self.strategy, STRATEGIES)
         self._check_optimisation()
+        # The linear theory (experiments/theory): loss, linear backbone, gaussian data.
+        _check_choice("loss", self.loss, LOSSES)
+        if self.loss != "cosine" and self.method != "noncontrastive":
+            raise ValueError("Config.loss applies to the non-contrastive methods only. "
+                             f"Received: method={self.method!r}, loss={self.loss!r}")
+        if (self.backbone == "linear") != (self.dataset == "gaussian"):
+            raise ValueError("backbone='linear' and dataset='gaussian' (flat vectors of "
+                             "length image_size) go together. Received: "
+                             f"backbone={self.backbone!r}, dataset={self.dataset!r}")
         _check_choice("method", self.method, METHODS)
         self._check_method_options()
         if self.method == "moco" and self.ema_tau <= 0.0:

@@ -516,6 +516,37 @@ def hold_out_validation(data: ImageDataset, num: int, seed: int) -> ImageDataset
         eval_split="validation")
 
 
+def make_gaussian_views(num: int, dim: int, seed: int, sigma2: float = 0.5,
+                        data_cov=None, aug_cov=None):
+    """Two views of ``num`` flat vectors from the linear theory's data model (paper
+    Sec. 3): ``xbar ~ N(0, X)``, ``x1 = xbar + e1``, ``x2 = xbar + e2``,
+    ``e1, e2 ~ N(0, X')`` independent, so ``E[x1 x1^T] = X + X'`` and
+    ``E[x1 x2^T] = X``. ``X = data_cov`` (default ``I``), ``X' = aug_cov``
+    (default ``sigma2 I``). Seeded; returns float32 ``(x1, x2)`` of shape
+    ``[num, dim]`` (``dataset="gaussian"``, ``backbone="linear"``)."""
+    if int(num) < 1 or int(dim) < 1:
+        raise ValueError("gaussian data needs num >= 1 and dim >= 1. "
+                         f"Received: num={num!r}, dim={dim!r}")
+    if sigma2 < 0:
+        raise ValueError(f"gaussian data needs sigma2 >= 0. Received: sigma2={sigma2!r}")
+    num, dim = int(num), int(dim)
+    covs = []
+    for field, cov, default in (("data_cov", data_cov, np.eye(dim)),
+                                ("aug_cov", aug_cov, sigma2 * np.eye(dim))):
+        cov = default if cov is None else np.asarray(cov, dtype=np.float64)
+        if cov.shape != (dim, dim) or not np.allclose(cov, cov.T) or \
+                np.linalg.eigvalsh(cov).min() < -1e-10:
+            raise ValueError(f"gaussian {field} must be a symmetric positive semi-definite "
+                             f"[{dim}, {dim}] matrix. Received: shape {cov.shape}")
+        vals, vecs = np.linalg.eigh(cov)
+        covs.append(vecs * np.sqrt(np.maximum(vals, 0.0)))  # cov = L L^T
+    rng = np.random.default_rng(seed)
+    xbar = rng.standard_normal((num, dim)) @ covs[0].T
+    x1 = xbar + rng.standard_normal((num, dim)) @ covs[1].T
+    x2 = xbar + rng.standard_normal((num, dim)) @ covs[1].T
+    return x1.astype(np.float32), x2.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------
 # Public entry points.
 # ---------------------------------------------------------------------------
@@ -547,6 +578,11 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
                          ("max_test_examples", max_test_examples)):
         if value is not None and int(value) < 1:
             raise ValueError(f"{field} must be None or >= 1. Received: {field}={value!r}")
+    if name == "gaussian":
+        raise ValueError("dataset='gaussian' is the linear theory's vector data, sampled "
+                         "in pairs of views by make_gaussian_views (experiments/theory/"
+                         "package_run.py trains on it); it has no images for this "
+                         "pipeline. Received: name='gaussian'")
     if name == "synthetic":
         return _load_synthetic(image_size, max_train_examples, max_test_examples, seed)
     if name == "folder":

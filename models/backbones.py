@@ -50,9 +50,12 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-#: Valid ``Config.backbone`` values (mirrored by ``config.BACKBONES``).
-BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121",
-             "efficientnet_b0", "alexnet")
+#: The image encoders ([B, S, S, 3] -> [B, D]).
+IMAGE_BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121",
+                   "efficientnet_b0", "alexnet")
+#: Valid ``Config.backbone`` values (mirrored by ``config.BACKBONES``); ``linear`` is
+#: the linear theory's vector encoder (``dataset="gaussian"``).
+BACKBONES = IMAGE_BACKBONES + ("linear",)
 
 _BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
 _BOTTLENECK = {"resnet50"}
@@ -336,6 +339,19 @@ def efficientnet_b0(*, image_size=32, width=1.0, stem="cifar", dtype=None,
                              stem=stem, dtype=dtype, name=name, synchronized=synchronized)
 
 
+def linear(*, image_size=32, width=1.0, stem="cifar", dtype=None, name="linear",
+           synchronized=False):
+    """The paper's linear encoder ``W`` (Sec. 3): one bias-free Dense, no BatchNorm,
+    on flat vectors of length ``image_size`` (``dataset="gaussian"``), with
+    ``round(image_size * width)`` outputs. ``stem`` and ``synchronized`` do not
+    apply (no convolution, no BatchNorm)."""
+    _check_common(image_size, width, stem)
+    inputs = keras.Input((image_size,), name="images")
+    outputs = layers.Dense(_channels(image_size, width), use_bias=False, name="linear",
+                           dtype=dtype)(inputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
 # ---------------------------------------------------------------------------
 # Selection by name / Config
 # ---------------------------------------------------------------------------
@@ -343,6 +359,7 @@ def efficientnet_b0(*, image_size=32, width=1.0, stem="cifar", dtype=None,
 _BUILDERS = {
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50, "vgg16": vgg16,
     "densenet121": densenet121, "efficientnet_b0": efficientnet_b0, "alexnet": alexnet,
+    "linear": linear,
 }
 
 _FEATURE_DIMS = {
@@ -370,6 +387,11 @@ def feature_dim(config_or_backbone, width=1.0):
     else:
         backbone, width = config_or_backbone.backbone, config_or_backbone.width
     _check_backbone(backbone)
+    if backbone == "linear":  # its size depends on the input length (image_size)
+        if isinstance(config_or_backbone, str):
+            raise ValueError("feature_dim of backbone='linear' needs the Config (its "
+                             "output size is image_size * width). Received: 'linear'")
+        return _channels(config_or_backbone.image_size, width)
     return _FEATURE_DIMS[backbone](width)
 
 

@@ -31,10 +31,19 @@ def _hidden_block(x, units, prefix, index, affine, dtype, synchronized):
 
 def projector(input_dim, *, hidden_dim=512, output_dim=128, kind="mlp", dtype=None,
               name="projector", synchronized=None):
-    """Projector head ``g``: features -> z (``kind`` ``mlp`` or ``deeper``).
+    """Projector head ``g``: features -> z (``kind`` ``mlp``, ``deeper`` or ``none``:
+    the identity, for the linear theory, which needs ``output_dim == input_dim``).
     ``synchronized``: BatchNorm across replicas (``None``: when distributed)."""
-    if kind not in ("mlp", "deeper"):
-        raise ValueError(f"Unknown projector {kind!r}. Valid: ['mlp', 'deeper']")
+    if kind not in ("mlp", "deeper", "none"):
+        raise ValueError(f"Unknown projector {kind!r}. Valid: ['mlp', 'deeper', 'none']")
+    if kind == "none":
+        if output_dim != input_dim:
+            raise ValueError("projector='none' (identity) needs projection_dim equal to "
+                             f"the encoder's feature size {input_dim}. Received: "
+                             f"projection_dim={output_dim!r}")
+        inputs = keras.Input((input_dim,), name="features")
+        return keras.Model(inputs, layers.Identity(name=f"{name}_identity")(inputs),
+                           name=name)
     synchronized = use_synchronized_bn(synchronized)
     inputs = keras.Input((input_dim,), name="features")
     x = _hidden_block(inputs, hidden_dim, name, 1, affine=False, dtype=dtype,

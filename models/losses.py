@@ -5,6 +5,7 @@ so that a ``mixed_float16`` / ``mixed_bfloat16`` policy never degrades them.
 """
 
 import tensorflow as tf
+from keras import ops
 
 
 def negative_cosine(p, z):
@@ -25,3 +26,17 @@ def symmetric_loss(p1, z2, p2, z1):
     learning rate, so it is not done here. Range [0, 8]. Returns a float32 scalar.
     """
     return tf.reduce_mean(negative_cosine(p1, z2)) + tf.reduce_mean(negative_cosine(p2, z1))
+
+
+def squared_l2(p, z):
+    """Per-example ``||p - sg(z)||^2``, un-normalised: the paper's linear-theory loss
+    (Sec. 3, Eq. 1, without its 1/2). ``z`` is under stop-gradient. Shape [batch]."""
+    p = ops.cast(p, "float32")
+    z = ops.stop_gradient(ops.cast(z, "float32"))
+    return ops.sum(ops.square(p - z), axis=-1)
+
+
+def symmetric_l2_loss(p1, z2, p2, z1):
+    """``L(p1, sg(z2)) + L(p2, sg(z1))`` with ``L`` = :func:`squared_l2`, each term a
+    batch mean: in expectation ``4 J`` of the paper's Eq. 1. Returns a float32 scalar."""
+    return ops.mean(squared_l2(p1, z2)) + ops.mean(squared_l2(p2, z1))

@@ -72,7 +72,8 @@ class SiameseNetwork(SSLModel):
         p1 = self.predictor(z1, training=training)
         p2 = self.predictor(z2, training=training)
         t1, t2 = self._targets(x1, x2, z1, z2)
-        return losses.symmetric_loss(p1, t2, p2, t1), {"z1": z1, "z2": z2}
+        loss_fn = losses.symmetric_l2_loss if self.config.loss == "l2" else losses.symmetric_loss
+        return loss_fn(p1, t2, p2, t1), {"z1": z1, "z2": z2}
 
     def after_step(self, outputs):
         """F accumulator, computed predictor, symmetry and EMA (Sec. 5, Eq. 17-18).

@@ -41,10 +41,10 @@ def bn_layers(model):
 
 def test_backbone_lists_agree():
     assert config_lib.BACKBONES == backbones.BACKBONES
-    assert set(PARAMS_AT_32) == set(backbones.BACKBONES)
+    assert set(PARAMS_AT_32) == set(backbones.IMAGE_BACKBONES)
 
 
-@pytest.mark.parametrize("backbone", backbones.BACKBONES)
+@pytest.mark.parametrize("backbone", backbones.IMAGE_BACKBONES)
 def test_builds_at_32_and_96_px_with_declared_feature_size(backbone):
     config = config_lib.Config(backbone=backbone, image_size=32)
     encoder = backbones.build_encoder(config, name="online_encoder")
@@ -154,7 +154,7 @@ def trained(backbone):
     return _TRAINED[backbone]
 
 
-@pytest.mark.parametrize("backbone", backbones.BACKBONES)
+@pytest.mark.parametrize("backbone", backbones.IMAGE_BACKBONES)
 def test_one_train_step_in_a_siamese_network(backbone):
     model, loss, before = trained(backbone)
     assert np.isfinite(loss)
