@@ -76,7 +76,7 @@ def _computed_predictor(c) -> bool:
 #: option that is accepted and ignored would make a saved config.json lie.
 OPTION_RULES = (
     # ---- the non-contrastive four (Tian et al. 2021, Sec. 2 and 5) ----
-    (("predictor", "eigenspace"), lambda c: c.method == "noncontrastive",
+    (("predictor", "eigenspace", "loss"), lambda c: c.method == "noncontrastive",
      "the non-contrastive methods (BYOL, SimSiam, DirectPred, DirectCopy)"),
     (("predictor_hidden_dim",), lambda c: c.method == "noncontrastive" and c.predictor == "mlp",
      "predictor='mlp'"),
@@ -276,10 +276,7 @@ class Config:
         _check_choice("strategy", self.strategy, STRATEGIES)
         self._check_optimisation()
         # The linear theory (experiments/theory): loss, linear backbone, gaussian data.
-        _check_choice("loss", self.loss, LOSSES)
-        if self.loss != "cosine" and self.method != "noncontrastive":
-            raise ValueError("Config.loss applies to the non-contrastive methods only. "
-                             f"Received: method={self.method!r}, loss={self.loss!r}")
+        _check_choice("loss", self.loss, LOSSES)  # who uses it: OPTION_RULES
         if (self.backbone == "linear") != (self.dataset == "gaussian"):
             raise ValueError("backbone='linear' and dataset='gaussian' (flat vectors of "
                              "length image_size) go together. Received: "

@@ -56,6 +56,7 @@ DATA = os.path.join(ROOT, "tests", "data")
     ("byol", "blur_sigma", (0.5, 1.0)),
     ("byol", "knn_k", 20),
     ("byol", "eigenspace_every", 2),
+    ("simclr", "loss", "l2"),
 ])
 def test_an_option_the_run_does_not_use_is_refused_naming_it(factory, field, value):
     base = get_config(factory, **({"knn_every": 0} if field.startswith("knn") else {}))
