@@ -308,7 +308,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         try:
             safe_io.atomic_write(os.path.join(self.directory, name), lambda f: np.savez(
                 f, **{f"a{i:05d}": a for i, (_, a) in enumerate(named)}))
-            safe_io.write_json(self._meta_path(), meta)
+            safe_io.write_json(self._meta_path(), meta, sort_keys=False)  # row order kept
         except safe_io.WriteError as error:
             error.note = checkpoint_note(self)
             raise

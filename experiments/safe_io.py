@@ -70,8 +70,8 @@ def write_text(path, text):
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def write_json(path, value):
-    write_text(path, json.dumps(value, indent=2, sort_keys=True))
+def write_json(path, value, sort_keys=True):
+    write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys))
 
 
 def copy_file(source, path):
