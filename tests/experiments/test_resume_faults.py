@@ -159,3 +159,154 @@ def test_kill_and_resume_equals_the_uninterrupted_run(tmp_path, model, extra, ki
     assert again.wait() == 0, again.stderr[-3000:]
     assert "already complete" in "".join(again.stdout)
     assert {p: os.path.getmtime(os.path.join(folder, p)) for p in os.listdir(folder)} == before
+
+
+# ---------------------------------------------------------------------------
+# Only finite checkpoints.
+# ---------------------------------------------------------------------------
+
+def tiny_model(name="byol"):
+    from config import get_config
+    from models import build_model, build_optimizer
+    config = get_config(name).replace(backbone="alexnet", width=0.0625, image_size=16)
+    model = build_model(config)
+    model.compile(optimizer=build_optimizer(config, steps_per_epoch=2))
+    model.optimizer.build([v for v, _ in model.trainable_with_decay()])
+    return model
+
+
+def test_checkpoint_round_trip_and_non_finite_state_is_never_saved(tmp_path):
+    from experiments import callbacks as cb
+    model = tiny_model()
+    directory = str(tmp_path / "checkpoint")
+    saver = cb.RunCheckpoint(directory)
+    saver.set_model(model)
+    state = cb.training_state(model)
+    names = [n for n, _ in state]
+    # the target network, BN statistics, step counter and optimizer slots are all in it
+    assert any("target_encoder" in n and "moving_variance" in n for n in names)
+    assert any(n.endswith("step_counter") for n in names)
+    assert any(n.startswith("optimizer/") and "momentum" in n for n in names)
+    rng = np.random.default_rng(0)
+    for _, v in state:
+        if "float" in str(v.dtype):
+            v.assign(rng.normal(size=v.shape).astype(str(v.dtype)))
+    model.step_counter.assign(7)
+    saved = [np.array(v.numpy()) for _, v in state]
+    saver.on_epoch_end(0, {"loss": 1.5})
+    assert sorted(os.listdir(directory)) == ["state-1.npz", "state.json"]
+    # a BN moving variance goes Inf (as with --base_lr 1e6): nothing is replaced
+    variance = [v for n, v in state if "moving_variance" in n]
+    variance[0].assign(np.full(variance[0].shape, np.inf, "float32"))
+    with pytest.raises(cb.NonFiniteStateError,
+                       match=r"Non-finite values in 1 of .* after epoch 2 .*moving_variance.*; "
+                             r"the checkpoint of epoch 1 \(.*checkpoint\) is kept\.$"):
+        saver.on_epoch_end(1, {"loss": 1.0})
+    assert sorted(os.listdir(directory)) == ["state-1.npz", "state.json"]
+    fresh = tiny_model()
+    loader = cb.RunCheckpoint(directory)
+    assert loader.restore(fresh) == 1 and loader.rows == [{"epoch": 1, "loss": 1.5}]
+    for (name, v), a in zip(cb.training_state(fresh), saved):
+        np.testing.assert_array_equal(v.numpy(), a, err_msg=name)
+    # the loss guard says truthfully what is kept
+    guard = cb.NonFiniteLossGuard(cb.RunCheckpoint(str(tmp_path / "none")))
+    with pytest.raises(cb.NonFiniteLossError, match="no checkpoint is kept"):
+        guard.on_train_batch_end(0, {"loss": float("nan")})
+    guard = cb.NonFiniteLossGuard(loader)
+    with pytest.raises(cb.NonFiniteLossError, match="the checkpoint of epoch 1"):
+        guard.on_train_batch_end(0, {"loss": float("inf")})
+
+
+def test_exploding_run_stops_with_one_truthful_line(tmp_path):
+    run = Run(tmp_path, "boom", "--model", "byol", "--base_lr", "1e6")
+    assert run.wait() == 3, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: Non-finite") and "Traceback" not in run.stderr
+    epoch = checkpoint_epoch(str(tmp_path / "boom"))
+    if epoch:
+        assert f"the checkpoint of epoch {epoch}" in last
+        with np.load(str(tmp_path / "boom" / "checkpoint" / f"state-{epoch}.npz")) as saved:
+            assert all(np.all(np.isfinite(saved[k])) for k in saved.files
+                       if saved[k].dtype.kind == "f")
+    else:
+        assert "no checkpoint is kept" in last
+
+
+# ---------------------------------------------------------------------------
+# Disk faults: read-only and full results folders (tmpfs mounts; root only).
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def mount(tmp_path):
+    """``mount(name, options)`` mounts a tmpfs at tmp_path/name; unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and the dev machines run as root)")
+    mounted = []
+
+    def make(name, options):
+        point = tmp_path / name
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                       check=True)
+        mounted.append(point)
+        return point
+
+    try:
+        yield make
+    finally:
+        for point in reversed(mounted):
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def one_line(run, code):
+    assert run.proc.returncode == code, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    return run.stderr.strip().splitlines()[-1]
+
+
+def test_read_only_results_folder_is_one_line_before_any_work(mount):
+    read_only = mount("ro", "ro,size=1m")
+    started = time.time()
+    run = Run(read_only / "sub", "x", "--model", "byol")
+    run.wait()
+    assert one_line(run, 4) == (f"train.py: error: cannot write {read_only}/sub/x: "
+                                     "Read-only file system")
+    assert time.time() - started < 60 and os.listdir(read_only) == []
+
+
+def test_full_disk_keeps_the_last_checkpoint_and_resumes(mount):
+    disk = mount("disk", "size=3m")
+    folder = disk / "r" / "full"
+    ballast = disk / "ballast"
+    run = Run(disk / "r", "full", "--model", "byol")
+
+    def fill_after_epoch_1():
+        if checkpoint_epoch(str(folder)) < 1:
+            return False
+        with open(ballast, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        return True
+
+    end = time.time() + 300
+    while not fill_after_epoch_1():
+        assert run.proc.poll() is None and time.time() < end, run.stderr[-3000:]
+        time.sleep(0.002)
+    run.wait()
+    last = one_line(run, 4)
+    assert last.startswith(f"train.py: error: cannot write {folder}/"), last
+    assert "No space left on device" in last
+    # what was there stays intact: the checkpoint of epoch 1, run.json, config.json
+    assert checkpoint_epoch(str(folder)) == 1
+    with np.load(str(folder / "checkpoint" / "state-1.npz")) as saved:
+        assert len(saved.files) > 10
+    assert json.loads((folder / "run.json").read_text())["status"] == "pretraining"
+    assert not [f for _, _, fs in os.walk(folder) for f in fs if f.endswith(".tmp")]
+    os.remove(ballast)
+    done = Run(disk / "r", "full", "--model", "byol", "--resume")
+    assert done.wait() == 0, done.stderr[-3000:]
+    assert [(r["phase"], r["epoch"]) for r in history(str(folder))] == [
+        ("pretrain", "1"), ("pretrain", "2"), ("pretrain", "3"), ("probe", "1"), ("probe", "2")]
