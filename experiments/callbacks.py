@@ -209,6 +209,10 @@ def training_state(model):
     the model's weights (online and target networks, predictor, BatchNorm
     statistics, step counter, F, queues, prototypes) and the optimizer's variables
     (iterations, momentum / Adam slots, loss scale). The optimizer must be built."""
+    owner = {}  # which sub-network (online_encoder, target_encoder, ...) holds a weight
+    for layer in model.layers:
+        for v in layer.weights:
+            owner.setdefault(id(v), layer.name)
     seen, state = set(), []
     for prefix, variables in (("model", model.weights),
                               ("optimizer", model.optimizer.variables)):
@@ -216,7 +220,8 @@ def training_state(model):
             if id(v) in seen:
                 continue
             seen.add(id(v))
-            state.append((f"{prefix}/{getattr(v, 'path', v.name)}", v))
+            where = f"{owner[id(v)]}/" if id(v) in owner else ""
+            state.append((f"{prefix}/{where}{getattr(v, 'path', v.name)}", v))
     return state
 
 

@@ -275,7 +275,7 @@ def test_read_only_results_folder_is_one_line_before_any_work(mount):
 
 
 def test_full_disk_keeps_the_last_checkpoint_and_resumes(mount):
-    disk = mount("disk", "size=3m")
+    disk = mount("disk", "size=16m")  # one checkpoint of this run is ~2 MB
     folder = disk / "r" / "full"
     ballast = disk / "ballast"
     run = Run(disk / "r", "full", "--model", "byol")
