@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -272,7 +273,9 @@ def _decode_failure(path):
             return "empty file"
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.OpError as err:
-        return err.message.strip().splitlines()[0][:120]
+        # without TF's "{{function_node ...}}" prefix and "[Op:DecodeImage] name:" suffix
+        text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", err.message).strip()
+        return (text.splitlines() or ["undecodable"])[0][:100]
     except OSError as err:
         return err.strerror or str(err)
     return "decodes on its own; failed in the batch"

@@ -17,6 +17,10 @@ import shutil
 import tempfile
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class WriteError(OSError):
     """A results file could not be written: ``filename`` is the target path,
     ``strerror`` the cause; ``note`` says what was kept."""
@@ -53,6 +57,7 @@ def atomic_write(path, write):
         os.makedirs(folder, exist_ok=True)
         handle, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
                                        suffix=".tmp", dir=folder)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a results file is 0644
         with os.fdopen(handle, "wb") as f:
             write(f)
             f.flush()
