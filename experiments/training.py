@@ -36,14 +36,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from experiments import safe_io
-
 from config import Config
 from data_processing.augmentations import (AugmentParams, eval_transform,
                                            evaluation_dataset, pretraining_dataset)
 from data_processing.datasets import load_dataset_from_config
 from experiments import callbacks as cb
-from experiments import eigenspace, visualisation
+from experiments import eigenspace, safe_io, visualisation
 from experiments.distribute import is_chief, make_strategy
 from experiments.metrics import knn_accuracy
 from models import METHOD_CLASSES, build_model, build_optimizer

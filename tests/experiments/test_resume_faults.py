@@ -319,3 +319,29 @@ def test_full_disk_keeps_the_last_checkpoint_and_resumes(mount):
     assert done.wait() == 0, done.stderr[-3000:]
     assert [(r["phase"], r["epoch"]) for r in history(str(folder))] == [
         ("pretrain", "1"), ("pretrain", "2"), ("pretrain", "3"), ("probe", "1"), ("probe", "2")]
+
+
+def test_device_augmentation_draws_follow_the_step_counter():
+    """augment_on=device: the two views of a step are drawn from (seed, step), so a
+    model restored at step k draws what the uninterrupted one drew, whatever the
+    global random state."""
+    import keras
+    import tensorflow as tf
+
+    from config import get_config
+    from models import build_model, build_optimizer
+    config = get_config("byol").replace(backbone="alexnet", width=0.0625, image_size=16,
+                                        augment_on="device", batch_size=8)
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
+
+    def first_loss(step, burn):
+        keras.utils.set_random_seed(0)
+        model = build_model(config)
+        model.compile(optimizer=build_optimizer(config, steps_per_epoch=2))
+        model.step_counter.assign(step)
+        tf.random.uniform([burn])  # moves the global random state
+        return float(model.train_on_batch(images, return_dict=True)["loss"])
+
+    a = first_loss(3, 1)
+    assert first_loss(3, 7) == a
+    assert first_loss(4, 1) != a
