@@ -28,6 +28,10 @@ def main(argv):
     except ValueError as error:
         print(f"test.py: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # e.g. figures into a read-only or full results folder
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"test.py: error: {where}{error.strerror or error}", file=sys.stderr)
+        sys.exit(4)
     if "top1" in result:
         print(f"top1={result['top1']:.6f} top5={result['top5']:.6f} "
               f"split={result['eval_split']}")

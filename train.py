@@ -118,12 +118,21 @@ def main(argv):
     except ValueError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # unwritable / full results folder: one line, nothing lost
+        from experiments.safe_io import WriteError
+        text = str(error) if isinstance(error, WriteError) else (
+            f"{error.filename}: {error.strerror}" if error.filename else str(error))
+        print(f"train.py: error: {text}", file=sys.stderr)
+        sys.exit(4)
     except Exception as error:  # e.g. NonFiniteLossError: one line, non-zero exit
         from experiments.callbacks import NonFiniteLossError
         if isinstance(error, NonFiniteLossError):
             print(f"train.py: error: {error}", file=sys.stderr)
             sys.exit(3)
         raise
+    if metrics.get("already_complete"):
+        print(f"train.py: {FLAGS.results_dir}/{FLAGS.name} is already complete; "
+              "--resume changed nothing.")
     print(f"top1={metrics['top1']:.6f} top5={metrics['top5']:.6f}")
     logging.info("results in %s/%s", FLAGS.results_dir, FLAGS.name)
 

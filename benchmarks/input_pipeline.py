@@ -110,7 +110,6 @@ def time_pairs(ds: tf.data.Dataset, batch: int, warmup: int, batches: int) -> fl
 
 def main(argv):
     del argv
-    augmentations.USE_XLA = FLAGS.xla
     config = get_config("byol", dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                         image_size=FLAGS.image_size, batch_size=FLAGS.batch_size,
                         blur_prob=FLAGS.blur_prob)
@@ -133,7 +132,7 @@ def main(argv):
         ref = time_pairs(reference_pipeline(images, config), FLAGS.batch_size,
                          FLAGS.warmup, FLAGS.batches)
         print(f"reference_per_image_map_pairs_per_s={ref:.0f}")
-    ds = augmentations.pretraining_dataset(data, config)
+    ds = augmentations.pretraining_dataset(data, config, xla=FLAGS.xla)
     rate = time_pairs(ds, FLAGS.batch_size, FLAGS.warmup, FLAGS.batches)
     print(f"pairs_per_s={rate:.0f}")
 

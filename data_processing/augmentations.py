@@ -40,8 +40,6 @@ from config import Config
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 #: RandomResizedCrop tries this many (area, ratio) draws before the centre-crop fallback.
 _CROP_ATTEMPTS = 10
-#: Whether the deterministic part of ``augment_batch`` is XLA-compiled.
-USE_XLA = True
 
 # Column layout of the per-image uniform draws of one view.
 _C_AREA = 0
@@ -366,12 +364,15 @@ def _compiled_stages(params: AugmentParams, xla: bool):
                  for fn in _stage_fns(params))
 
 
-def augment_batch(images, params: AugmentParams, seed=None) -> tf.Tensor:
+def augment_batch(images, params: AugmentParams, seed=None, *, xla: bool = True
+                  ) -> tf.Tensor:
     """Returns ONE augmented view of a batch: float32 [B, S, S, 3], normalised.
 
     ``images``: uint8 (or float on the 0..255 scale) [B, H, W, 3]. ``seed``: None
     (stateful ``tf.random``) or an int32/int64 shape-[2] tensor (stateless ops:
-    the same seed gives the same output). Traceable inside ``tf.function``.
+    the same seed gives the same output). ``xla``: run the deterministic part as
+    XLA-compiled stages (False: the same ops as one plain graph). Traceable inside
+    ``tf.function``.
     """
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.uint8:
@@ -381,7 +382,7 @@ def augment_batch(images, params: AugmentParams, seed=None) -> tf.Tensor:
             f"augment_batch expects [B, H, W, 3] images. Received shape {images.shape}")
     u = _uniforms(tf.shape(images)[0], seed)
     x = images
-    for stage in _compiled_stages(params, USE_XLA):
+    for stage in _compiled_stages(params, bool(xla)):
         x = stage(x, u)
     return x
 
@@ -414,11 +415,15 @@ def eval_transform(images, params: AugmentParams) -> tf.Tensor:
 # tf.data pipelines.
 # ---------------------------------------------------------------------------
 
-#: tf.data ``max_intra_op_parallelism`` of the host pipeline (None: TF default). With 1,
+#: Default tf.data ``max_intra_op_parallelism`` of the host pipeline. With 1,
 #: parallelism comes from concurrent batches only, which is ~25% faster on 2 cores.
-INTRA_OP_PARALLELISM = 1
+DEFAULT_INTRA_OP_PARALLELISM = 1
 #: Shuffle buffers are capped at this many bytes of images (a full shuffle for CIFAR).
 _SHUFFLE_BYTES = 256 * 1024 * 1024
+#: Seeds of epoch e: shuffle ``seed * _EPOCH_SEEDS + e``, augmentation of step s
+#: ``[seed + 1, e * _STEP_SEEDS + s]`` (stateless; distinct for any real run length).
+_EPOCH_SEEDS = 1_000_003
+_STEP_SEEDS = 1 << 24
 
 
 def _shuffle_buffer(data, num):
@@ -431,19 +436,30 @@ def _shuffle_buffer(data, num):
 
 def pretraining_dataset(data, config, *, shuffle: bool = True,
                         seed: Optional[int] = None,
-                        with_labels: bool = False) -> tf.data.Dataset:
-    """One epoch of pre-training batches (``drop_remainder=True``, no repeat).
+                        with_labels: bool = False, epoch: int = 0,
+                        stop_epoch: Optional[int] = None, xla: bool = True,
+                        intra_op_parallelism: Optional[int] = DEFAULT_INTRA_OP_PARALLELISM
+                        ) -> tf.data.Dataset:
+    """The pre-training batches of epoch ``epoch`` (0-based; ``drop_remainder=True``),
+    or with ``stop_epoch`` those of epochs ``epoch .. stop_epoch - 1`` back to back.
+
+    Every batch is a function of (seed, epoch, step) only: the shuffle of epoch e
+    is seeded by (seed, e) and the two views of its step s by the stateless seed
+    (seed, e, s). Iterating the dataset again gives the same batches; a run
+    resumed at epoch e (``epoch=e``) sees exactly the batches the uninterrupted
+    run saw from e on.
 
     ``config.augment_on == "host"``: yields ``(view1, view2)`` float32 normalised
     pairs; both views of a batch are made by one ``augment_batch`` call on the
-    batch stacked twice (map after batch), with stateless seeds from a seeded
-    ``Dataset.random`` stream (reproducible, new draws every epoch).
-    ``"device"``: yields raw uint8 ``[B, H, W, 3]`` batches; the model calls
-    :func:`augment_batch` twice inside its train step.
+    batch stacked twice (map after batch). ``"device"``: yields raw uint8
+    ``[B, H, W, 3]`` batches; the model calls :func:`augment_batch` twice inside
+    its train step (seeded by its step counter).
 
     ``with_labels`` (supervised contrastive learning): the labelled ``data.train``
     split instead of ``data.pretrain``, batches ``((view1, view2), labels)`` (or
-    ``(images, labels)`` for device augmentation).
+    ``(images, labels)`` for device augmentation). ``xla``: see
+    :func:`augment_batch`. ``intra_op_parallelism``: tf.data
+    ``max_intra_op_parallelism`` of the host pipeline (None: TensorFlow's default).
     """
     batch = int(config.batch_size)
     num = int(data.num_train if with_labels else data.num_pretrain)
@@ -451,31 +467,54 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
         raise ValueError(
             f"The pre-training set has fewer examples ({num}) than one batch "
             f"(batch_size={batch}); lower batch_size or use more examples.")
-    seed = int(config.seed) if seed is None else int(seed)
-    ds = data.train if with_labels else data.pretrain
-    if shuffle:
-        ds = ds.shuffle(_shuffle_buffer(data, num), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
-    if config.augment_on == "device":
-        return ds.prefetch(tf.data.AUTOTUNE)
-    if config.augment_on != "host":
+    if config.augment_on not in ("host", "device"):
         raise ValueError(f"augment_on must be 'host' or 'device'. Received: {config.augment_on!r}")
-    params = AugmentParams.from_config(config)
-    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    epoch = int(epoch)
+    if epoch < 0 or (stop_epoch is not None and int(stop_epoch) < epoch):
+        raise ValueError(f"Need 0 <= epoch <= stop_epoch. Received: epoch={epoch}, "
+                         f"stop_epoch={stop_epoch}")
+    seed = int(config.seed) if seed is None else int(seed)
+    source = data.train if with_labels else data.pretrain
+    buffer = _shuffle_buffer(data, num)
+    params = AugmentParams.from_config(config) if config.augment_on == "host" else None
+    steps = num // batch
 
-    def two_views(batch_data, pair_seed):
-        images, labels = batch_data if with_labels else (batch_data, None)
-        views = augment_batch(tf.concat([images, images], axis=0), params, pair_seed)
-        if with_labels:
-            return (views[:batch], views[batch:]), labels
-        return views[:batch], views[batch:]
+    def epoch_batches(e):
+        ds = source
+        if shuffle:  # a Python seed: tf.data shuffles take no tensor seed with a global seed
+            ds = ds.shuffle(buffer, seed=seed * _EPOCH_SEEDS + e, reshuffle_each_iteration=False)
+        return ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
 
-    ds = tf.data.Dataset.zip(ds, seeds)
-    ds = ds.map(two_views, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True).prefetch(tf.data.AUTOTUNE)
-    if INTRA_OP_PARALLELISM is not None:
+    last = epoch + 1 if stop_epoch is None else int(stop_epoch)
+    if last == epoch:
+        ds = source.take(0).batch(batch, drop_remainder=True)
+    else:
+        parts = [epoch_batches(e) for e in range(epoch, last)]
+        while len(parts) > 1:  # a balanced tree of concatenations: depth log2(epochs)
+            parts = [parts[i].concatenate(parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                     for i in range(0, len(parts), 2)]
+        ds = parts[0]
+    ds = ds.apply(tf.data.experimental.assert_cardinality((last - epoch) * steps))
+    if params is not None:
+        def two_views(index, batch_data):
+            images, labels = batch_data if with_labels else (batch_data, None)
+            # Batch ``index`` of this dataset is step index % steps of epoch
+            # epoch + index // steps.
+            e = epoch + index // steps
+            pair_seed = tf.stack([tf.constant(seed + 1, tf.int64),
+                                  e * _STEP_SEEDS + index % steps])
+            views = augment_batch(tf.concat([images, images], axis=0), params, pair_seed,
+                                  xla=xla)
+            if with_labels:
+                return (views[:batch], views[batch:]), labels
+            return views[:batch], views[batch:]
+
+        ds = ds.enumerate().map(two_views, num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if params is not None and intra_op_parallelism is not None:
         options = tf.data.Options()
-        options.threading.max_intra_op_parallelism = INTRA_OP_PARALLELISM
+        options.threading.max_intra_op_parallelism = int(intra_op_parallelism)
         ds = ds.with_options(options)
     return ds
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from typing import Optional, Sequence
 from urllib.parse import urlparse
@@ -263,39 +264,83 @@ def _map_files(paths, fn, batch):
     return tf.nest.map_structure(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
+#: How many undecodable files an error message names (all are counted).
+_BAD_FILES_NAMED = 5
+
+
+def _decode_failure(path):
+    """A short reason why ``path`` does not decode (for the few files named)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as err:
+        # without TF's "{{function_node ...}}" prefix and "[Op:DecodeImage] name:" suffix
+        text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", err.message).strip()
+        return (text.splitlines() or ["undecodable"])[0][:100]
+    except OSError as err:
+        return err.strerror or str(err)
+    return "decodes on its own; failed in the batch"
+
+
+def undecodable_message(paths, bad):
+    """``"N of M image files cannot be decoded: a (reason), b (reason), ... and K more"``."""
+    named = ", ".join(f"{paths[i]} ({_decode_failure(paths[i])})"
+                      for i in bad[:_BAD_FILES_NAMED])
+    more = f", and {len(bad) - _BAD_FILES_NAMED} more" if len(bad) > _BAD_FILES_NAMED else ""
+    return (f"{len(bad)} of {len(paths)} image files cannot be decoded: {named}{more}. "
+            "Remove or replace them.")
+
+
 def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 1024) -> np.ndarray:
     """Decodes image files into one uint8 [N, S, S, 3] array with a parallel ``tf.data``
     map (files of another size are then resized: shorter side + centre crop).
-    ``image_size`` None: the size of the first image. Raises ValueError naming an
-    undecodable file."""
+    ``image_size`` None: the size of the first decodable image.
+
+    Every file is checked in the same pass (a failing file is dropped with
+    ``ignore_errors`` and its index noted): a ValueError counts all undecodable
+    files and names the first few with the reason.
+    """
     if not paths:
         raise ValueError("No image files to decode.")
     paths = list(paths)
-    try:
-        if image_size is None:
-            first = _decode_file(paths[0], None)
+    if image_size is None:
+        for path in paths:
+            try:
+                first = _decode_file(path, None)
+            except tf.errors.OpError:
+                continue  # counted and named by the full pass below
             if first.shape[0] != first.shape[1]:
                 raise ValueError(
-                    f"Image {paths[0]} is {first.shape[0]}x{first.shape[1]}, not square: "
+                    f"Image {path} is {first.shape[0]}x{first.shape[1]}, not square: "
                     "pass image_size to resize and centre-crop the images.")
             image_size = int(first.shape[0])
-        images, ok = _map_files(paths, lambda p: _decode_if_size(p, image_size), batch)
-        others = np.flatnonzero(~ok)
-        if len(others):
-            images[others] = _map_files([paths[i] for i in others],
-                                        lambda p: _decode_file(p, image_size), batch)
-        return images
-    except tf.errors.OpError as err:
-        # Find the first bad file: decode with errors dropped, see which index is missing.
-        files = tf.constant(paths)
-        probe = tf.data.Dataset.range(len(paths)).map(
-            lambda i: (i, tf.io.decode_image(tf.io.read_file(files[i]), channels=3,
-                                             expand_animations=False)),
-            num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-        good = {int(i) for i, _ in probe.as_numpy_iterator()}
-        bad = [p for i, p in enumerate(paths) if i not in good]
-        name = bad[0] if bad else "(unknown file)"
-        raise ValueError(f"Could not decode image file {name}: {err.message}") from None
+            break
+        else:
+            raise ValueError(undecodable_message(paths, list(range(len(paths)))))
+    files = tf.constant(paths)
+    size = image_size
+
+    def decode(i):
+        image, ok = _decode_if_size(files[i], size)
+        return i, image, ok
+
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1  # parallel over files, not inside ops
+    ds = tf.data.Dataset.range(len(paths)).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    parts = list(ds.batch(batch).with_options(options).as_numpy_iterator())
+    index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    if len(index) < len(paths):
+        bad = np.setdiff1d(np.arange(len(paths)), index).tolist()
+        raise ValueError(undecodable_message(paths, bad))
+    images = np.concatenate([p[1] for p in parts])
+    ok = np.concatenate([p[2] for p in parts])
+    others = np.flatnonzero(~ok)
+    if len(others):
+        images[others] = _map_files([paths[i] for i in others],
+                                    lambda p: _decode_file(p, image_size), batch)
+    return images
 
 
 def _load_folder(root, image_size, max_train, max_test, seed) -> ImageDataset:
@@ -314,6 +359,10 @@ def _load_folder(root, image_size, max_train, max_test, seed) -> ImageDataset:
     if not train_classes:
         raise ValueError(f"No images: {os.path.join(root, 'train')} has no class sub-folders. "
                          f"{FOLDER_HINT}")
+    if len(train_classes) < 2:
+        raise ValueError(
+            f"{os.path.join(root, 'train')} has {len(train_classes)} class folder "
+            f"({', '.join(train_classes)}); the linear probe and kNN need at least 2.")
     if train_classes != test_classes:
         only_train = sorted(set(train_classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(train_classes))
@@ -584,11 +633,16 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
                          "package_run.py trains on it); it has no images for this "
                          "pipeline. Received: name='gaussian'")
     if name == "synthetic":
-        return _load_synthetic(image_size, max_train_examples, max_test_examples, seed)
-    if name == "folder":
-        return _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed)
-    return _load_tfds(name, data_dir, image_size, max_train_examples, max_test_examples,
-                      seed, download)
+        data = _load_synthetic(image_size, max_train_examples, max_test_examples, seed)
+    elif name == "folder":
+        data = _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed)
+    else:
+        data = _load_tfds(name, data_dir, image_size, max_train_examples, max_test_examples,
+                          seed, download)
+    if data.num_classes < 2:
+        raise ValueError(f"Dataset {name!r} has {data.num_classes} class; the linear probe "
+                         "and kNN need at least 2.")
+    return data
 
 
 def load_dataset_from_config(config) -> ImageDataset:

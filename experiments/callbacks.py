@@ -3,7 +3,7 @@
 Each callback takes plain arguments (no global flags) so a notebook can use it.
 """
 
-import csv
+import json
 import math
 import os
 
@@ -40,16 +40,32 @@ def current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(rate))
 
 
+class NonFiniteStateError(NonFiniteLossError):
+    """Raised when a model or optimizer array is NaN/Inf at the end of an epoch."""
+
+
+def checkpoint_note(checkpoint):
+    """What a stopped run keeps: ``"the checkpoint of epoch N (PATH) is kept"`` or
+    that there is none."""
+    if checkpoint is None:
+        return "no checkpoint is kept"
+    if checkpoint.saved_epoch:
+        return (f"the checkpoint of epoch {checkpoint.saved_epoch} "
+                f"({checkpoint.directory}) is kept")
+    return "no checkpoint is kept (none was written before)"
+
+
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training with :class:`NonFiniteLossError` at the first NaN/Inf loss.
 
-    Raising (rather than setting ``stop_training``) skips ``on_train_end``, so
-    ``BackupAndRestore`` keeps the checkpoint of the last completed epoch.
+    The message says which checkpoint is kept: that of ``checkpoint`` (a
+    :class:`RunCheckpoint`, which never writes non-finite state), or none.
     """
 
-    def __init__(self):
+    def __init__(self, checkpoint=None):
         super().__init__()
         self._epoch = 0
+        self.checkpoint = checkpoint
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -59,7 +75,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLossError(
                 f"Non-finite loss ({float(loss)}) at epoch {self._epoch + 1}, step "
-                f"{batch + 1}; the last completed epoch's checkpoint is kept.")
+                f"{batch + 1}; {checkpoint_note(self.checkpoint)}.")
 
 
 class KNNMonitor(keras.callbacks.Callback):
@@ -94,8 +110,18 @@ class KNNMonitor(keras.callbacks.Callback):
                                                 temperature=self.temperature)
 
 
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds ``learning_rate`` (the rate of the next step) to the epoch logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+
+
 class EpochSummary(keras.callbacks.Callback):
-    """Adds ``learning_rate`` to the logs and logs one line per epoch; warns on collapse."""
+    """Logs one line per epoch (adding ``learning_rate`` when no
+    :class:`LearningRateLogger` did); warns on collapse. In a run it comes after
+    :class:`RunCheckpoint`: an epoch's line is printed once its checkpoint is on disk."""
 
     def __init__(self, total_epochs, projection_dim):
         super().__init__()
@@ -105,7 +131,8 @@ class EpochSummary(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+        if "learning_rate" not in logs:
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
         knn = logs.get("knn_accuracy", float("nan"))
         knn_text = "" if not math.isfinite(knn) else f" knn {knn:.4f}"
         logging.info("epoch %d/%d: loss %.4f z_std %.4f%s lr %.4g", epoch + 1,
@@ -177,26 +204,126 @@ class EigenspaceTracker(keras.callbacks.Callback):
             self._record(epoch + 1)
 
 
-class HistoryLogger(keras.callbacks.Callback):
-    """Appends one CSV row of epoch logs per epoch (``epoch`` is 1-based).
+def training_state(model):
+    """``[(name, variable)]`` of every array that decides what the next step does:
+    the model's weights (online and target networks, predictor, BatchNorm
+    statistics, step counter, F, queues, prototypes) and the optimizer's variables
+    (iterations, momentum / Adam slots, loss scale). The optimizer must be built."""
+    owner = {}  # which sub-network (online_encoder, target_encoder, ...) holds a weight
+    for layer in model.layers:
+        for v in layer.weights:
+            owner.setdefault(id(v), layer.name)
+    seen, state = set(), []
+    for prefix, variables in (("model", model.weights),
+                              ("optimizer", model.optimizer.variables)):
+        for v in variables:
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            where = f"{owner[id(v)]}/" if id(v) in owner else ""
+            state.append((f"{prefix}/{where}{getattr(v, 'path', v.name)}", v))
+    return state
 
-    Unlike ``keras.callbacks.CSVLogger`` it writes only the metrics present and
-    appends across ``--resume`` (rows of a re-run epoch are de-duplicated when
-    the history is merged).
+
+def non_finite_arrays(named_arrays):
+    """Names of the floating-point arrays holding a NaN or Inf."""
+    return [name for name, a in named_arrays
+            if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a))]
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Checkpoint of the whole training state after every epoch, for an exact resume.
+
+    ``directory/state.json`` (``epoch``, the history rows so far, the array names)
+    names ``directory/state-EPOCH.npz`` (every array of :func:`training_state`).
+    Each is written to a temporary file and renamed; the npz goes first, so
+    ``state.json`` always names a complete npz, and the previous npz is deleted
+    only after the new ``state.json`` is in place. A state with a NaN or Inf in any
+    array is never written (:class:`NonFiniteStateError`; the previous checkpoint
+    stays). Everything else a resumed epoch sees is a function of (seed, epoch,
+    step): see ``data_processing.augmentations.pretraining_dataset``.
+
+    ``on_saved(rows)`` (optional) is called after each checkpoint with the history
+    rows (``{"epoch": 1-based, metric: float}``) of every epoch so far.
     """
 
-    def __init__(self, path):
+    STATE_JSON = "state.json"
+
+    def __init__(self, directory, on_saved=None):
         super().__init__()
-        self.path = path
+        self.directory = directory
+        self.on_saved = on_saved
+        self.saved_epoch = 0
+        self.rows = []
+
+    def _meta_path(self):
+        return os.path.join(self.directory, self.STATE_JSON)
+
+    def read_meta(self):
+        """The saved ``state.json`` as a dict, or None when there is no checkpoint."""
+        path = self._meta_path()
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+            int(meta["epoch"])
+            return meta
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"Corrupt checkpoint {path!r}: {error}") from None
+
+    def restore(self, model):
+        """Loads the checkpoint into ``model`` (compiled, optimizer built); returns
+        its epoch (0 when there is none)."""
+        meta = self.read_meta()
+        if meta is None:
+            return 0
+        path = os.path.join(self.directory, meta["arrays"])
+        state = training_state(model)
+        try:
+            with np.load(path) as saved:
+                arrays = [saved[f"a{i:05d}"] for i in range(len(saved.files))]
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"Corrupt checkpoint {path!r}: {error}") from None
+        if len(arrays) != len(state) or any(
+                tuple(a.shape) != tuple(v.shape) for a, (_, v) in zip(arrays, state)):
+            raise ValueError(f"The checkpoint {path!r} does not match this model "
+                             f"({len(arrays)} arrays saved, {len(state)} expected).")
+        for a, (_, v) in zip(arrays, state):
+            v.assign(a)
+        self.saved_epoch = int(meta["epoch"])
+        self.rows = list(meta["rows"])
+        return self.saved_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        columns = None
-        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
-            with open(self.path, newline="") as f:
-                columns = next(csv.reader(f))
-        with open(self.path, "a", newline="") as f:
-            if columns is None:
-                columns = list(row)
-                csv.writer(f).writerow(columns)
-            csv.DictWriter(f, columns, extrasaction="ignore").writerow(row)
+        named = [(name, np.asarray(keras.ops.convert_to_numpy(v)))
+                 for name, v in training_state(self.model)]
+        bad = non_finite_arrays(named)
+        if bad:
+            shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise NonFiniteStateError(
+                f"Non-finite values in {len(bad)} of the {len(named)} model and optimizer "
+                f"arrays after epoch {epoch + 1} ({shown}); {checkpoint_note(self)}.")
+        from experiments import safe_io
+        epoch_done = epoch + 1
+        name = f"state-{epoch_done}.npz"
+        meta = {"epoch": epoch_done, "arrays": name, "rows": self.rows + [row],
+                "names": [n for n, _ in named]}
+        try:
+            safe_io.atomic_write(os.path.join(self.directory, name), lambda f: np.savez(
+                f, **{f"a{i:05d}": a for i, (_, a) in enumerate(named)}))
+            safe_io.write_json(self._meta_path(), meta, sort_keys=False)  # row order kept
+        except safe_io.WriteError as error:
+            error.note = checkpoint_note(self)
+            raise
+        for old in os.listdir(self.directory):
+            if old.startswith("state-") and old.endswith(".npz") and old != name:
+                try:
+                    os.remove(os.path.join(self.directory, old))
+                except OSError:
+                    pass
+        self.rows.append(row)
+        self.saved_epoch = epoch_done
+        if self.on_saved is not None:
+            self.on_saved(list(self.rows))

@@ -11,7 +11,11 @@ Results folder ``RESULTS_DIR/NAME/``::
     encoder.weights.h5       online encoder weights; encoder.keras: loadable model
     siamese.weights.h5       the whole pre-training model (target, predictor, F, queue)
     classifier/classifier.keras   encoder + standardisation + linear layer
-    history.csv              every pre-training and probe metric per epoch
+    history.csv              every pre-training and probe metric per epoch (``phase``
+                             pretrain / probe); during pre-training it holds the epochs
+                             of the last checkpoint, one row each
+    checkpoint/              state.json + state-EPOCH.npz: the full training state of the
+                             last completed epoch (removed when the run is complete)
     metrics.json             final test top-1/top-5 (and the test-selected best, labelled)
     logs/                    TensorBoard
     eigenspace_results/      eigenspace.npz + eigenspace.json (with config.eigenspace)
@@ -19,6 +23,7 @@ Results folder ``RESULTS_DIR/NAME/``::
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -36,7 +41,7 @@ from data_processing.augmentations import (AugmentParams, eval_transform,
                                            evaluation_dataset, pretraining_dataset)
 from data_processing.datasets import load_dataset_from_config
 from experiments import callbacks as cb
-from experiments import eigenspace, visualisation
+from experiments import eigenspace, safe_io, visualisation
 from experiments.distribute import is_chief, make_strategy
 from experiments.metrics import knn_accuracy
 from models import METHOD_CLASSES, build_model, build_optimizer
@@ -66,7 +71,7 @@ class RunDirectory:
             "encoder_weights": "encoder.weights.h5", "encoder_model": "encoder.keras",
             "siamese_weights": "siamese.weights.h5",
             "classifier": os.path.join("classifier", "classifier.keras"),
-            "history": "history.csv", "pretrain_log": "pretrain_log.csv",
+            "history": "history.csv",
             "metrics": "metrics.json", "logs": "logs", "checkpoint": "checkpoint",
             "eigenspace": "eigenspace_results", "curves_png": "training_curves.png",
             "eigenspace_png": "eigenspace.png",
@@ -76,16 +81,12 @@ class RunDirectory:
         return os.path.join(self.root, files[item])
 
 
-def _write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def _run_info(status, **extra):
+    return {"format_version": RESULTS_FORMAT_VERSION, "status": status, **extra}
 
 
 def _set_status(run, status, **extra):
-    _write_json(run.run_json, {"format_version": RESULTS_FORMAT_VERSION, "status": status,
-                               **extra})
+    safe_io.write_json(run.run_json, _run_info(status, **extra))
 
 
 def read_run(run_dir):
@@ -126,36 +127,56 @@ def config_differences(saved, new):
                      for k, v in saved.items() if new[k] != v)
 
 
-def _prepare_directory(run, config, resume, overwrite):
-    """Creates/validates the folder. Returns the status of the run being resumed."""
+def _check_resume(run, config, resume, overwrite):
+    """For ``--resume``: the saved run info after checking the config is the same."""
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other.")
-    exists = os.path.exists(run.root)
+    if not resume:
+        return None
+    info, saved = read_run(run.root)
+    differences = config_differences(saved, config)
+    if differences:
+        raise ValueError(f"Cannot resume {run.root!r} with a different config; "
+                         f"fields differ: {differences}")
+    return info
+
+
+def _prepare_directory(run, config, resume, overwrite):
+    """Creates the folder of a new run (or validates a resumed one); returns the
+    status of the run. A new folder is staged under a temporary name and renamed
+    into place, so a failing write leaves no half-made folder and ``--overwrite``
+    replaces the old folder only once the new one exists."""
     if resume:
-        info, saved = read_run(run.root)
-        differences = config_differences(saved, config)
-        if differences:
-            raise ValueError(f"Cannot resume {run.root!r} with a different config; "
-                             f"fields differ: {differences}")
-        return info["status"]
+        return read_run(run.root)[0]["status"]
+    exists = os.path.exists(run.root)
     if exists and not overwrite:
         raise ValueError(f"{run.root!r} exists; pass --overwrite to replace it or "
                          "--resume to continue it.")
-    if exists:
-        shutil.rmtree(run.root)
-    os.makedirs(run.root)
-    with open(run.config_json, "w") as f:
-        f.write(config.to_json())
-    _set_status(run, "pretraining")
+    parent = os.path.dirname(run.root) or "."
+    name = os.path.basename(run.root)
+    staging = None
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent)
+        os.chmod(staging, 0o755)
+        safe_io.write_text(os.path.join(staging, "config.json"), config.to_json())
+        safe_io.write_json(os.path.join(staging, "run.json"), _run_info("pretraining"))
+        if exists:
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.replace(run.root, os.path.join(old, name))
+            os.replace(staging, run.root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, run.root)
+        staging = None
+    except safe_io.WriteError:
+        raise
+    except OSError as error:
+        raise safe_io.WriteError(error.filename or run.root, error) from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return "pretraining"
-
-
-def _restored_epoch(run):
-    path = os.path.join(run.checkpoint, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
 
 
 def _probe_images(data, config):
@@ -191,7 +212,9 @@ def _distributed(dataset, strategy):
     return dataset.with_options(options)
 
 
-def _pretrain(run, config, data, pretrain_data, verbose, extra_callbacks, strategy):
+def _pretrain(run, config, data, verbose, extra_callbacks, strategy):
+    """Pre-trains from the last checkpoint of ``run`` (or from scratch) to
+    ``config.epochs_pretraining``; saves the final weights. Returns the encoder."""
     steps = _pretrain_examples(config, data) // config.batch_size
     # Model, optimizer and metrics live on every replica; Keras's fit then
     # distributes the tf.data batches by itself.
@@ -200,19 +223,28 @@ def _pretrain(run, config, data, pretrain_data, verbose, extra_callbacks, strate
         model.compile(optimizer=build_optimizer(config, steps_per_epoch=steps),
                       jit_compile=config.jit_compile)
         model.set_total_steps(steps * config.epochs_pretraining, steps_per_epoch=steps)
-    pretrain_data = _distributed(pretrain_data, strategy)
+        if not model.optimizer.built:
+            # Built now, with the variables in the order the train step passes them,
+            # so that a checkpoint's optimizer slots map to the same variables.
+            model.optimizer.build([v for v, _ in model.trainable_with_decay()])
+    checkpoint = cb.RunCheckpoint(run.checkpoint,
+                                  on_saved=lambda rows: _write_history(run, rows))
+    start = checkpoint.restore(model)
+    if start:
+        logging.info("%s: resuming after epoch %d/%d", os.path.basename(run.root), start,
+                     config.epochs_pretraining)
     train_eval = evaluation_dataset(data.train, config)
     test_eval = evaluation_dataset(data.test, config)
+    # Order matters: everything that adds to an epoch's logs, then the checkpoint,
+    # then the epoch's log line (printed once the checkpoint is on disk).
     callbacks = [
+        cb.NonFiniteLossGuard(checkpoint),
         cb.KNNMonitor(train_eval, test_eval, data.num_classes, config.knn_every,
                       k=config.knn_k, temperature=config.knn_temperature,
                       total_epochs=config.epochs_pretraining),
-        cb.EpochSummary(config.epochs_pretraining, config.projection_dim),
-        cb.HistoryLogger(run.pretrain_log),
-        keras.callbacks.TensorBoard(run.logs),
+        cb.LearningRateLogger(),
     ]
     if config.eigenspace:
-        start = _restored_epoch(run)
         records = []
         if os.path.exists(os.path.join(run.eigenspace, eigenspace.NPZ_NAME)):
             records = [r for r in eigenspace.load_eigenspace(run.eigenspace)
@@ -220,15 +252,23 @@ def _pretrain(run, config, data, pretrain_data, verbose, extra_callbacks, strate
         callbacks.append(cb.EigenspaceTracker(_probe_images(data, config), run.eigenspace,
                                               every=config.eigenspace_every,
                                               records=records))
-    callbacks += [cb.NonFiniteLossGuard(), *extra_callbacks,
-                  keras.callbacks.BackupAndRestore(run.checkpoint, double_checkpoint=True)]
-    start = time.time()
-    model.fit(pretrain_data, epochs=config.epochs_pretraining,
-              callbacks=callbacks, verbose=verbose)
-    model.online_encoder.save_weights(run.encoder_weights)
-    model.online_encoder.save(run.encoder_model)
-    model.save_weights(run.siamese_weights)
-    _set_status(run, "pretrained", pretrain_seconds=time.time() - start)
+    callbacks += [*extra_callbacks, checkpoint,
+                  cb.EpochSummary(config.epochs_pretraining, config.projection_dim),
+                  keras.callbacks.TensorBoard(run.logs)]
+    began = time.time()
+    if start < config.epochs_pretraining:
+        # Epochs start..E-1 back to back; each epoch's order and augmentation draws
+        # are a function of (seed, epoch, step), so a resumed run sees what the
+        # uninterrupted one saw.
+        pretrain_data = _distributed(pretraining_dataset(
+            data, config, with_labels=_needs_labels(config), epoch=start,
+            stop_epoch=config.epochs_pretraining), strategy)
+        model.fit(pretrain_data, epochs=config.epochs_pretraining, initial_epoch=start,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    safe_io.save_via_scratch(run.encoder_weights, model.online_encoder.save_weights)
+    safe_io.save_via_scratch(run.encoder_model, model.online_encoder.save)
+    safe_io.save_via_scratch(run.siamese_weights, model.save_weights)
+    _set_status(run, "pretrained", pretrain_seconds=time.time() - began)
     return model.online_encoder
 
 
@@ -239,25 +279,33 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-def _write_history(run, probe_history):
-    """Merges the pre-training log (deduplicated by epoch after a resume) and the
-    probe's per-epoch metrics into ``history.csv`` (``phase`` column)."""
-    by_epoch = {}
-    for row in _read_csv(run.pretrain_log):
-        by_epoch[int(row.pop("epoch"))] = row  # last write of an epoch wins
-    rows = [{"phase": "pretrain", "epoch": e, **r} for e, r in sorted(by_epoch.items())]
-    keys = [k for k in probe_history if isinstance(probe_history[k], list)]
-    for e in range(len(probe_history[keys[0]])):
-        rows.append({"phase": "probe", "epoch": e + 1,
-                     **{k: probe_history[k][e] for k in keys}})
+def _pretrain_rows(run):
+    """The pre-training rows of ``history.csv`` (``{"epoch": int, metric: str}``)."""
+    rows = []
+    for row in _read_csv(run.history):
+        if row.pop("phase") == "pretrain":
+            rows.append({**row, "epoch": int(row["epoch"])})
+    return rows
+
+
+def _write_history(run, pretrain_rows, probe_history=None):
+    """Writes ``history.csv``: one ``pretrain`` row per pre-training epoch (from the
+    checkpoint, so never a duplicate), then the probe's per-epoch metrics
+    (``probe`` rows). Returns the rows."""
+    rows = [{"phase": "pretrain", **r, "epoch": int(r["epoch"])} for r in pretrain_rows]
+    if probe_history:
+        keys = [k for k in probe_history if isinstance(probe_history[k], list)]
+        for e in range(len(probe_history[keys[0]])):
+            rows.append({"phase": "probe", "epoch": e + 1,
+                         **{k: probe_history[k][e] for k in keys}})
     columns = ["phase", "epoch"]
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with open(run.history + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(run.history + ".tmp", run.history)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    safe_io.write_text(run.history, text.getvalue())
     return rows
 
 
@@ -354,15 +402,24 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
 
 def _train(config, name, strategy, results_dir, resume, overwrite, verbose, callbacks):
     run = RunDirectory(results_dir, name)
+    info = _check_resume(run, config, resume, overwrite)
+    if info is not None and info["status"] == "complete":
+        # Nothing to do, and nothing is touched.
+        logging.info("%s is complete; --resume changes nothing", run.root)
+        with open(run.metrics) as f:
+            return {**json.load(f), "already_complete": True}
+    safe_io.check_writable(run.root)
     keras.utils.set_random_seed(config.seed)
     _check_replicas(config, strategy)
+    # Every data check (classes, decodable images, sizes) runs here, before the
+    # results folder is created or touched.
     data = load_dataset_from_config(config)
     # Validates batch vs. dataset size before the folder is touched.
-    pretrain_data = pretraining_dataset(data, config, with_labels=_needs_labels(config))
+    pretraining_dataset(data, config, with_labels=_needs_labels(config))
     status = _prepare_directory(run, config, resume, overwrite)
     started = time.time()
     if status == "pretraining":
-        encoder = _pretrain(run, config, data, pretrain_data, verbose, callbacks, strategy)
+        encoder = _pretrain(run, config, data, verbose, callbacks, strategy)
     else:
         encoder = keras.models.load_model(run.encoder_model)
     test_eval = evaluation_dataset(data.test, config)
@@ -374,9 +431,8 @@ def _train(config, name, strategy, results_dir, resume, overwrite, verbose, call
         epochs=config.epochs_finetuning, learning_rate=config.probe_learning_rate,
         weight_decay=config.probe_weight_decay, batch_size=config.probe_batch_size,
         seed=config.seed, verbose=verbose)
-    os.makedirs(os.path.dirname(run.classifier), exist_ok=True)
-    classifier.save(run.classifier)
-    rows = _write_history(run, probe)
+    safe_io.save_via_scratch(run.classifier, classifier.save)
+    rows = _write_history(run, _pretrain_rows(run), probe)
     pretrain = history_columns(rows, "pretrain")
     top1, top5 = evaluate_classifier(classifier, test_eval)
     knn = None
@@ -395,10 +451,10 @@ def _train(config, name, strategy, results_dir, resume, overwrite, verbose, call
         "replicas": strategy.num_replicas_in_sync,
         "seconds": time.time() - started,
     }
-    _write_json(run.metrics, metrics)
+    safe_io.write_json(run.metrics, metrics)
     draw_figures(run.root)
-    shutil.rmtree(run.checkpoint, ignore_errors=True)
     _set_status(run, "complete")
+    shutil.rmtree(run.checkpoint, ignore_errors=True)
     logging.info("%s: linear probe %s top-1 %.4f top-5 %.4f", name, data.eval_split, top1, top5)
     return metrics
 

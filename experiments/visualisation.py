@@ -29,13 +29,16 @@ def _new_figure(figsize):
 
 
 def save_figure(figure, path):
-    """Writes ``figure`` as a PNG at ``path`` (parents made), frees it, returns ``path``."""
+    """Writes ``figure`` as a PNG at ``path`` (parents made) atomically: a failed write
+    leaves the previous file intact and raises ``safe_io.WriteError`` naming the path.
+    Frees the figure; returns ``path``."""
+    from experiments import safe_io
+
     path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    figure.clear()
+    try:
+        safe_io.atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    finally:
+        figure.clear()
     return path
 
 

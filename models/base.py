@@ -260,8 +260,13 @@ class SSLModel(keras.Model):
             images = data
             if isinstance(data, (tuple, list)):
                 images, labels = data[0], (data[1] if len(data) > 1 else None)
-            x1 = augment_batch(images, self._augment_params)
-            x2 = augment_batch(images, self._augment_params)
+            # Stateless draws seeded by (seed, replica, step): restored with the step counter.
+            context = tf.distribute.get_replica_context()
+            replica = 0 if context is None else context.replica_id_in_sync_group
+            seed = tf.stack([tf.cast(self.config.seed * 4096 + replica, tf.int64),
+                             2 * tf.cast(self.step_counter, tf.int64)])
+            x1 = augment_batch(images, self._augment_params, seed)
+            x2 = augment_batch(images, self._augment_params, seed + tf.constant([0, 1], tf.int64))
         else:
             if (isinstance(data, (tuple, list)) and len(data) == 2
                     and isinstance(data[0], (tuple, list))):

@@ -1,6 +1,7 @@
 """Tests of the batched two-view augmentation against independent NumPy expectations."""
 
 import colorsys
+import functools
 import itertools
 
 import numpy as np
@@ -24,10 +25,13 @@ PLAIN = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter
 @pytest.fixture(autouse=True)
 def no_xla(request, monkeypatch):
     """XLA compilation of every recipe variant would dominate the runtime: tests run
-    the plain graph (the same ops) unless marked ``xla``; the tf.function and jitter
-    tests check that both agree."""
+    the plain graph (the same ops; ``xla=False``) unless marked ``xla``; the
+    tf.function and jitter tests check that both agree."""
     if "xla" not in request.keywords:
-        monkeypatch.setattr(aug, "USE_XLA", False)
+        monkeypatch.setitem(globals(), "augment_batch",
+                            functools.partial(aug.augment_batch, xla=False))
+        monkeypatch.setitem(globals(), "pretraining_dataset",
+                            functools.partial(aug.pretraining_dataset, xla=False))
 
 
 def params(size=16, **kw):
@@ -334,13 +338,20 @@ def test_host_pipeline_two_views_shapes_ranges_and_epoch():
             assert v.shape == (8, 12, 12, 3) and v.dtype == tf.float32
             assert np.all(v.numpy() >= lo - 1e-4) and np.all(v.numpy() <= hi + 1e-4)
         assert np.abs(v1.numpy() - v2.numpy()).mean() > 0.1
-    # seeded: the same pipeline gives the same first epoch; a new epoch differs
+    # a function of (seed, epoch, step): the same epoch again gives the same batches
+    # (also iterating the same dataset twice), another epoch or seed differs
     again = [v1.numpy() for v1, _ in pretraining_dataset(data, config)]
     np.testing.assert_array_equal(again[0], batches[0][0].numpy())
-    it = iter(ds.repeat(2))
-    first = [next(it)[0].numpy() for _ in range(3)]
-    second = [next(it)[0].numpy() for _ in range(3)]
-    assert not np.allclose(first[0], second[0])
+    np.testing.assert_array_equal([v1.numpy() for v1, _ in ds][2], batches[2][0].numpy())
+    epoch1 = [v1.numpy() for v1, _ in pretraining_dataset(data, config, epoch=1)]
+    assert not np.allclose(epoch1[0], batches[0][0].numpy())
+    other = [v1.numpy() for v1, _ in pretraining_dataset(data, config.replace(seed=2))]
+    assert not np.allclose(other[0], batches[0][0].numpy())
+    # epochs 1..2 back to back are epoch 1 then epoch 2 (what a resumed run sees)
+    both = [v1.numpy() for v1, _ in pretraining_dataset(data, config, epoch=1, stop_epoch=3)]
+    epoch2 = [v1.numpy() for v1, _ in pretraining_dataset(data, config, epoch=2)]
+    assert len(both) == 6
+    np.testing.assert_array_equal(np.stack(both), np.stack(epoch1 + epoch2))
 
 
 def test_device_pipeline_yields_raw_uint8_batches():
@@ -366,8 +377,9 @@ def test_host_and_device_augmentation_have_the_same_distribution():
     config = Config(batch_size=64, image_size=16, blur_prob=0.5, seed=3)
     p = AugmentParams.from_config(config)
     epochs = 8
-    host = [v.numpy() for pair in pretraining_dataset(data, config).repeat(epochs) for v in pair]
-    raw = list(pretraining_dataset(data, config.replace(augment_on="device")).repeat(epochs))
+    host = [v.numpy() for pair in pretraining_dataset(data, config, stop_epoch=epochs)
+            for v in pair]
+    raw = list(pretraining_dataset(data, config.replace(augment_on="device"), stop_epoch=epochs))
     device = [augment_batch(b, p).numpy() for b in raw for _ in range(2)]
     # the same recipe without crops: a clearly different distribution
     other = [augment_batch(b, AugmentParams(image_size=16, crop_scale=(1, 1))).numpy()

@@ -425,3 +425,37 @@ def test_config_validation_examples_is_checked_and_passed():
     data = load_dataset_from_config(Config(dataset="synthetic", image_size=8,
                                            max_train_examples=40, validation_examples=8))
     assert (data.num_train, data.num_test, data.eval_split) == (32, 8, "validation")
+
+
+def test_folder_counts_every_undecodable_file_and_names_a_few(tmp_path):
+    root = tmp_path / "data"
+    make_folder(root, train_per_class=2, test_per_class=1)
+    bad = []
+    for i in range(7):  # 0-byte PNGs, a JPEG of garbage, a truncated PNG
+        path = root / "train" / ("ant", "bee", "cat")[i % 3] / f"bad{i}.png"
+        path.write_bytes(b"" if i % 2 else b"\xff\xd8\xff\xe0 garbage" * 3)
+        bad.append(str(path))
+    good = (root / "test" / "cat" / "a.png").read_bytes()
+    (root / "test" / "cat" / "cut.png").write_bytes(good[:20])
+    with pytest.raises(ValueError) as info:
+        load_dataset("folder", data_dir=str(root), image_size=8)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("7 of 13 image files cannot be decoded: ")
+    named = [p for p in bad if p in message]
+    assert len(named) == 5 and message.endswith("and 2 more. Remove or replace them.")
+    assert "(empty file)" in message
+    # the test split is checked too (the train split's error comes first)
+    for path in bad:
+        os.remove(path)
+    with pytest.raises(ValueError, match=r"^1 of 4 image files .*cut\.png \("):
+        load_dataset("folder", data_dir=str(root), image_size=8)
+
+
+def test_folder_with_one_class_is_refused_before_decoding(tmp_path):
+    root = tmp_path / "data"
+    make_folder(root, classes=("cat",))
+    (root / "train" / "cat" / "broken.png").write_bytes(b"")  # not reached
+    with pytest.raises(ValueError, match=r"train has 1 class folder \(cat\); .* at least 2"):
+        load_dataset("folder", data_dir=str(root), image_size=8)
+
