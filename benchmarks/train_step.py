@@ -143,7 +143,7 @@ def main(argv):
         for label, reference in references.items():
             ref_times[label].append(_timed(reference, batches, FLAGS.steps) / FLAGS.steps)
     step_s = statistics.median(times)
-    print(f"{name} batch {FLAGS.batch_size} width {FLAGS.width} {FLAGS.mixed_precision} "
+    print(f"{config.name} batch {FLAGS.batch_size} width {FLAGS.width} {FLAGS.mixed_precision} "
           f"jit={FLAGS.jit_compile} augment_on={FLAGS.augment_on}: "
           f"{step_s * 1000:.0f} ms/step (rounds: "
           f"{', '.join(f'{t * 1000:.0f}' for t in times)})")

@@ -95,14 +95,18 @@ def make_config(run: Run):
         raise ValueError(f"method={run.method!r} needs beta > 0. Received: beta={run.beta!r}")
     pred = "directpred" if run.method == "directpred" else "linear"
     alpha = 1.0 if pred == "directpred" else run.alpha_p
+    # Only the options this variant uses (config.OPTION_RULES refuses the others).
+    if pred == "directpred":
+        own = dict(predictor_eps=run.eps, corr_rho=run.corr_rho)
+    else:
+        own = dict(predictor_lr_multiplier=alpha, predictor_weight_decay=4.0 * run.eta / alpha,
+                   symmetry=run.symmetric)
     return Config(
         name=f"theory_{run.name}", dataset="gaussian", image_size=run.dim, backbone="linear",
-        width=1.0, projector="none", projection_dim=run.dim, predictor=pred,
-        predictor_eps=run.eps, corr_rho=run.corr_rho, loss="l2", optimizer="sgd",
-        learning_rate=run.lr, momentum=0.0, weight_decay=4.0 * run.eta,
-        predictor_lr_multiplier=alpha, predictor_weight_decay=4.0 * run.eta / alpha,
+        width=1.0, projector="none", projection_dim=run.dim, predictor=pred, loss="l2",
+        optimizer="sgd", learning_rate=run.lr, momentum=0.0, weight_decay=4.0 * run.eta,
         ema_tau=(1.0 - run.beta * run.dt) if ema else 0.0, batch_size=run.batch_size,
-        symmetry=run.symmetric, seed=run.seed)
+        seed=run.seed, **own)
 
 
 def _weights(model):
