@@ -32,5 +32,13 @@ setup(
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
         ],
+        # The JAX backend (KERAS_BACKEND=jax; docs/backends.md): a CPU build. Keras
+        # 3.15 declares no JAX pin; 0.10.2 is the newest on the index and passes the
+        # TF-vs-JAX equivalence tests (tests/models/test_jax_*.py). The accelerator
+        # machine brings its own jax with a CUDA plugin.
+        "jax": [
+            "jax==0.10.2",
+            "jaxlib==0.10.2",
+        ],
     },
 )

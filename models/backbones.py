@@ -47,8 +47,9 @@ BatchNormalization layer ``synchronized=True`` when the current
 import functools
 
 import keras
-import tensorflow as tf
 from keras import layers
+
+from models.tf_seam import use_synchronized_bn  # noqa: F401 (re-exported)
 
 #: The image encoders ([B, S, S, 3] -> [B, D]).
 IMAGE_BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121",
@@ -393,14 +394,6 @@ def feature_dim(config_or_backbone, width=1.0):
                              "output size is image_size * width). Received: 'linear'")
         return _channels(config_or_backbone.image_size, width)
     return _FEATURE_DIMS[backbone](width)
-
-
-def use_synchronized_bn(synchronized=None):
-    """``synchronized``, or when ``None``: whether the current ``tf.distribute``
-    strategy has more than one replica."""
-    if synchronized is None:
-        return tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return bool(synchronized)
 
 
 def build(backbone, *, image_size=32, width=1.0, stem="cifar", dtype=None, name=None,

@@ -44,12 +44,17 @@ bit-identical variables:
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from config import Config
 from models import backbones, heads
 from models.metrics import normalized_std
 from models.optimizers import uses_coupled_weight_decay
+from models import tf_seam
+# The tf.distribute helpers live in the TensorFlow seam (identities under JAX);
+# re-exported here, where the methods have always imported them from.
+from models.tf_seam import (across_workers, cross_replica_gather,  # noqa: F401
+                            cross_replica_sum, num_replicas, replica_offset)
 
 _POLICIES = {"none": None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -66,48 +71,13 @@ def ema_tau(base_tau, step, total_steps, schedule="constant"):
     """EMA rate at ``step``: constant, or BYOL's cosine increase to 1 (BYOL Sec. 3.2):
     ``tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2``."""
     if schedule == "constant":
-        return tf.constant(base_tau, tf.float32)
-    progress = tf.cast(step, tf.float32) / tf.maximum(tf.cast(total_steps, tf.float32), 1.0)
-    progress = tf.minimum(progress, 1.0)
-    return 1.0 - (1.0 - base_tau) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+        return ops.convert_to_tensor(base_tau, "float32")
+    progress = ops.cast(step, "float32") / ops.maximum(ops.cast(total_steps, "float32"), 1.0)
+    progress = ops.minimum(progress, 1.0)
+    return 1.0 - (1.0 - base_tau) * (ops.cos(math.pi * progress) + 1.0) / 2.0
 
 
-def cross_replica_gather(x):
-    """``x`` of every replica concatenated along the batch axis (identity on one
-    device). Used by losses that need the global batch (F, negatives, C)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return x
-    return context.all_gather(x, axis=0)
-
-
-def cross_replica_sum(x):
-    """Sum of ``x`` over replicas (identity on one device)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return x
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
-
-
-def replica_offset(x):
-    """Index of this replica's first example in the gathered global batch."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return 0
-    return context.replica_id_in_sync_group * tf.shape(x)[0]
-
-
-def num_replicas():
-    """Replicas taking part in the current step (1 outside a strategy)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _across_workers():
-    """Whether the current strategy spans several workers (hosts)."""
-    strategy = tf.distribute.get_strategy()
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+_across_workers = across_workers  # the old private name
 
 
 class SSLModel(keras.Model):
@@ -188,7 +158,9 @@ class SSLModel(keras.Model):
         self.target_projector = self.build_projector("target_projector")
         if self.config.target_init == "copy":
             for target, online in self.ema_pairs():
-                target.assign(online)
+                # A copy: under JAX the two variables must not share one buffer
+                # (the jitted step donates every state buffer once).
+                target.assign(ops.copy(online.value))
         for network in (self.target_encoder, self.target_projector):
             network.trainable = False
             # The target's BN statistics are the EMA of the online ones only:
@@ -245,7 +217,7 @@ class SSLModel(keras.Model):
     def target_project(self, x):
         """``g'(f'(x))`` of the EMA target, under stop-gradient (BN in batch mode)."""
         t = self.target_projector(self.target_encoder(x, training=True), training=True)
-        return tf.stop_gradient(t)
+        return ops.stop_gradient(t)
 
     # ---- one step ----------------------------------------------------------
     def unpack_batch(self, data):
@@ -261,12 +233,9 @@ class SSLModel(keras.Model):
             if isinstance(data, (tuple, list)):
                 images, labels = data[0], (data[1] if len(data) > 1 else None)
             # Stateless draws seeded by (seed, replica, step): restored with the step counter.
-            context = tf.distribute.get_replica_context()
-            replica = 0 if context is None else context.replica_id_in_sync_group
-            seed = tf.stack([tf.cast(self.config.seed * 4096 + replica, tf.int64),
-                             2 * tf.cast(self.step_counter, tf.int64)])
-            x1 = augment_batch(images, self._augment_params, seed)
-            x2 = augment_batch(images, self._augment_params, seed + tf.constant([0, 1], tf.int64))
+            seed1, seed2 = tf_seam.device_augmentation_seeds(self.config.seed, self.step_counter)
+            x1 = augment_batch(images, self._augment_params, seed1)
+            x2 = augment_batch(images, self._augment_params, seed2)
         else:
             if (isinstance(data, (tuple, list)) and len(data) == 2
                     and isinstance(data[0], (tuple, list))):
@@ -290,35 +259,41 @@ class SSLModel(keras.Model):
         """Hook to modify gradients before the update (e.g. frozen prototypes)."""
         return grads
 
-    def train_step(self, data):
-        x1, x2, labels = self.unpack_batch(data)
-        pairs = self.trainable_with_decay()
-        variables = [v for v, _ in pairs]
-        with tf.GradientTape() as tape:
-            loss, outputs = self.compute_ssl_loss(x1, x2, labels, training=True)
-            # Gradients are summed over replicas: each replica's share of the mean.
-            scaled_loss = self.optimizer.scale_loss(loss / num_replicas())
-        grads = tape.gradient(scaled_loss, variables)
-        if uses_coupled_weight_decay(self.config):
-            # Coupled L2 decay (torch SGD weight_decay): g <- g + wd * w, at the
-            # loss scale and per replica (the replicas' sum adds it once).
-            scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
-            scale = scale / num_replicas()
-            grads = [g if wd == 0 else g + tf.cast(wd * scale, g.dtype) * tf.cast(v, g.dtype)
-                     for g, (v, wd) in zip(grads, pairs)]
-        grads = self.adjust_gradients(grads, variables)
-        self.optimizer.apply(grads, variables)
+    def train_step(self, *args):
+        """One training step, in the order of the module docstring: the
+        GradientTape step under TensorFlow (``train_step(data)``,
+        :func:`models.tf_seam.tf_train_step`), the stateless step under JAX
+        (``train_step(state, data)``, :func:`models.jax_step.jax_train_step`)."""
+        if keras.backend.backend() == "jax":
+            from models.jax_step import jax_train_step
+            return jax_train_step(self, *args)
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError("SSLModel trains under the tensorflow or jax Keras backend. "
+                             f"Received: KERAS_BACKEND={keras.backend.backend()!r}")
+        from models.tf_seam import tf_train_step
+        return tf_train_step(self, *args)
+
+    def decayed_gradients(self, grads, pairs):
+        """Coupled L2 decay (torch SGD ``weight_decay``) for ``sgd``:
+        ``g <- g + wd * w``, at the loss scale and per replica (the replicas' sum adds
+        it once); the gradients unchanged for every other optimizer. ``pairs``: the
+        ``(variable, wd)`` of :meth:`trainable_with_decay`, aligned with ``grads``."""
+        if not uses_coupled_weight_decay(self.config):
+            return grads
+        scale = ops.cast(self.optimizer.scale_loss(ops.convert_to_tensor(1.0)), "float32")
+        scale = scale / num_replicas()
+        return [g if wd == 0 else g + ops.cast(wd * scale, g.dtype) * ops.cast(v, g.dtype)
+                for g, (v, wd) in zip(grads, pairs)]
+
+    def finish_step(self, loss, outputs):
+        """Everything after the optimizer update, on the updated variables: the
+        after-step updates (:meth:`after_step`), the step counter, then the metrics
+        of the global batch (the same on every replica). Returns the logs."""
         self.after_step(outputs)
         self.step_counter.assign_add(1)
-        # Metrics of the global batch: the same on every replica.
         self.loss_tracker.update_state(cross_replica_sum(loss) / num_replicas())
         self.z_std_tracker.update_state(normalized_std(cross_replica_gather(outputs["z1"])))
-        logs = {m.name: m.result() for m in self.metrics}
-        if _across_workers():
-            # Keras's fit averages the step's outputs across workers along axis 0
-            # (keras-team/keras#20585), which a scalar lacks: give them that axis.
-            logs = {name: value[None] for name, value in logs.items()}
-        return logs
+        return {m.name: m.result() for m in self.metrics}
 
     def after_step(self, outputs):
         """Updates after the gradient step (``outputs`` of :meth:`compute_ssl_loss`);

@@ -11,13 +11,15 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 _FORWARD = weakref.WeakKeyDictionary()
 
 
 def _inference_function(encoder):
-    """One traced inference function per encoder (no retracing per call)."""
+    """One traced inference function per encoder (no retracing per call).
+    TensorFlow seam (``tf.function``); the probe has no JAX path yet."""
+    import tensorflow as tf
     if encoder not in _FORWARD:
         _FORWARD[encoder] = tf.function(
             lambda images: tf.cast(encoder(images, training=False), tf.float32),
@@ -65,7 +67,7 @@ class ClassificationNetwork(keras.Model):
 
     def head(self, features):
         """Logits from pre-computed encoder features."""
-        return self.linear(self.standardize(tf.cast(features, tf.float32)))
+        return self.linear(self.standardize(ops.cast(features, "float32")))
 
     def call(self, images, training=False):
         return self.head(self.encoder(images, training=False))
@@ -123,6 +125,7 @@ def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1. Received: epochs={epochs!r}")
+    import tensorflow as tf  # TensorFlow seam: tf.function / tf.data (docs/backends.md)
     x_train, y_train = (train_data if isinstance(train_data, tuple)
                         else extract_features(encoder, train_data))
     x_test, y_test = (test_data if isinstance(test_data, tuple)

@@ -21,7 +21,9 @@ caller passes callables that are the identity on one device:
   cross-correlation).
 """
 
-import tensorflow as tf
+from keras import ops
+
+from models.ops_util import f32 as _f32, l2_normalize
 
 # Subtracted from masked logits (as in the SimCLR code): exp underflows to exactly 0,
 # and unlike -inf, 0 * (-1e9) stays finite in masked sums.
@@ -32,12 +34,8 @@ def _identity(x):
     return x
 
 
-def _f32(x):
-    return tf.cast(x, tf.float32)
-
-
 def _l2_normalize(x):
-    return tf.math.l2_normalize(_f32(x), axis=-1)
+    return l2_normalize(_f32(x), axis=-1)
 
 
 def _two_view_logits(z1, z2, temperature, all_gather, replica_offset):
@@ -47,13 +45,13 @@ def _two_view_logits(z1, z2, temperature, all_gather, replica_offset):
     gather = all_gather or _identity
     z1, z2 = _l2_normalize(z1), _l2_normalize(z2)
     g1, g2 = gather(z1), gather(z2)
-    anchors = tf.concat([z1, z2], axis=0)  # [2n, d]
-    keys = tf.concat([g1, g2], axis=0)  # [2N, d]
-    n_global = tf.shape(g1)[0]
-    local = tf.range(tf.shape(z1)[0]) + tf.cast(replica_offset, tf.int32)
-    self_index = tf.concat([local, local + n_global], axis=0)
-    logits = tf.matmul(anchors, keys, transpose_b=True) / temperature
-    logits -= _LARGE * tf.one_hot(self_index, 2 * n_global)
+    anchors = ops.concatenate([z1, z2], axis=0)  # [2n, d]
+    keys = ops.concatenate([g1, g2], axis=0)  # [2N, d]
+    n_global = ops.shape(g1)[0]
+    local = ops.arange(ops.shape(z1)[0], dtype="int32") + ops.cast(replica_offset, "int32")
+    self_index = ops.concatenate([local, local + n_global], axis=0)
+    logits = ops.matmul(anchors, ops.transpose(keys)) / temperature
+    logits -= _LARGE * ops.one_hot(self_index, 2 * n_global, dtype="float32")
     return logits, self_index, n_global
 
 
@@ -74,20 +72,21 @@ def nt_xent(z1, z2, temperature=0.5, all_gather=None, replica_offset=0):
     """
     logits, self_index, n_global = _two_view_logits(
         z1, z2, temperature, all_gather, replica_offset)
-    n = tf.shape(self_index)[0] // 2
+    n = ops.shape(self_index)[0] // 2
     # The positive of view-1 anchor j is view-2 key j, and vice versa.
-    positive = tf.concat([self_index[:n] + n_global, self_index[n:] - n_global], axis=0)
-    log_prob = tf.nn.log_softmax(logits, axis=-1)
-    return -tf.reduce_mean(tf.gather(log_prob, positive, batch_dims=1))
+    positive = ops.concatenate([self_index[:n] + n_global, self_index[n:] - n_global],
+                               axis=0)
+    log_prob = ops.log_softmax(logits, axis=-1)
+    return -ops.mean(ops.take_along_axis(log_prob, positive[:, None], axis=1))
 
 
 def _class_ids(labels):
     """Integer class ids [n] (as float32, exact below 2**24, so that they can be
     all-gathered like the embeddings) from ids of any shape or one-hot [n, C]."""
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank == 2 and labels.shape[-1] is not None and labels.shape[-1] > 1:
-        labels = tf.argmax(labels, axis=-1)
-    return tf.reshape(_f32(labels), [-1])
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] is not None and labels.shape[-1] > 1:
+        labels = ops.argmax(labels, axis=-1)
+    return ops.reshape(_f32(labels), [-1])
 
 
 def supcon(z1, z2, labels, temperature=0.1, all_gather=None, replica_offset=0,
@@ -114,15 +113,15 @@ def supcon(z1, z2, labels, temperature=0.1, all_gather=None, replica_offset=0,
     logits, self_index, n_global = _two_view_logits(
         z1, z2, temperature, all_gather, replica_offset)
     labels = _class_ids(labels)
-    anchor_labels = tf.concat([labels, labels], axis=0)  # [2n]
+    anchor_labels = ops.concatenate([labels, labels], axis=0)  # [2n]
     key_labels = gather(labels)
-    key_labels = tf.concat([key_labels, key_labels], axis=0)  # [2N]
-    same = tf.cast(tf.equal(anchor_labels[:, None], key_labels[None, :]), tf.float32)
-    positives = same * (1.0 - tf.one_hot(self_index, 2 * n_global))
-    log_prob = tf.nn.log_softmax(logits, axis=-1)  # masked self column ~ -1e9, weight 0
-    mean_log_prob = tf.math.divide_no_nan(tf.reduce_sum(positives * log_prob, axis=-1),
-                                          tf.reduce_sum(positives, axis=-1))
-    loss = -tf.reduce_mean(mean_log_prob)
+    key_labels = ops.concatenate([key_labels, key_labels], axis=0)  # [2N]
+    same = ops.cast(ops.equal(anchor_labels[:, None], key_labels[None, :]), "float32")
+    positives = same * (1.0 - ops.one_hot(self_index, 2 * n_global, dtype="float32"))
+    log_prob = ops.log_softmax(logits, axis=-1)  # masked self column ~ -1e9, weight 0
+    mean_log_prob = ops.divide_no_nan(ops.sum(positives * log_prob, axis=-1),
+                                      ops.sum(positives, axis=-1))
+    loss = -ops.mean(mean_log_prob)
     if base_temperature is not None:
         loss *= temperature / base_temperature
     return loss
@@ -152,25 +151,26 @@ def sinkhorn(scores, epsilon=0.05, iterations=3, all_reduce_sum=None, weights=No
     which the first normalisation cancels exactly, so cosine scores never overflow.
     """
     reduce_sum = all_reduce_sum or _identity
-    logits = tf.stop_gradient(_f32(scores)) / epsilon
+    logits = ops.stop_gradient(_f32(scores)) / epsilon
     if weights is None:
-        weights = tf.ones_like(logits[:, 0])
+        weights = ops.ones_like(logits[:, 0])
     else:
-        weights = tf.broadcast_to(tf.stop_gradient(_f32(weights)), tf.shape(logits[:, 0]))
+        weights = ops.broadcast_to(ops.stop_gradient(_f32(weights)),
+                                   ops.shape(logits[:, 0]))
     weights = weights[:, None]  # [B, 1]
     # One collective for the shift (mean over replicas of the local maxima, the same
     # on every replica) and the global sample count.
-    stats = reduce_sum(tf.stack([tf.reduce_max(logits), 1.0, tf.reduce_sum(weights)]))
+    stats = reduce_sum(ops.stack([ops.max(logits), ops.ones((), "float32"),
+                                  ops.sum(weights)]))
     shift, total = stats[0] / stats[1], stats[2]
-    num_prototypes = tf.cast(tf.shape(logits)[1], tf.float32)
+    num_prototypes = ops.cast(ops.shape(logits)[1], "float32")
 
-    q = weights * tf.exp(logits - shift)
-    q /= reduce_sum(tf.reduce_sum(q))
+    q = weights * ops.exp(logits - shift)
+    q /= reduce_sum(ops.sum(q))
     for _ in range(iterations):
-        q /= reduce_sum(tf.reduce_sum(q, axis=0, keepdims=True)) * num_prototypes
-        q = tf.math.divide_no_nan(q, tf.reduce_sum(q, axis=1, keepdims=True)) * (
-            weights / total)
-    return tf.stop_gradient(q * total)
+        q /= reduce_sum(ops.sum(q, axis=0, keepdims=True)) * num_prototypes
+        q = ops.divide_no_nan(q, ops.sum(q, axis=1, keepdims=True)) * (weights / total)
+    return ops.stop_gradient(q * total)
 
 
 def _codes(scores, queue_scores, epsilon, iterations, all_reduce_sum):
@@ -181,13 +181,14 @@ def _codes(scores, queue_scores, epsilon, iterations, all_reduce_sum):
     if isinstance(queue_scores, (tuple, list)):
         queue_scores, weight = queue_scores
     queue_scores = _f32(queue_scores)
-    queue_weights = tf.ones_like(queue_scores[:, 0])
+    queue_weights = ops.ones_like(queue_scores[:, 0])
     if weight is not None:
         queue_weights *= _f32(weight)
-    num_queue = tf.shape(queue_scores)[0]
-    q = sinkhorn(tf.concat([queue_scores, scores], axis=0), epsilon, iterations,
+    num_queue = ops.shape(queue_scores)[0]
+    q = sinkhorn(ops.concatenate([queue_scores, scores], axis=0), epsilon, iterations,
                  all_reduce_sum,
-                 weights=tf.concat([queue_weights, tf.ones_like(scores[:, 0])], axis=0))
+                 weights=ops.concatenate([queue_weights, ops.ones_like(scores[:, 0])],
+                                         axis=0))
     return q[num_queue:]
 
 
@@ -217,10 +218,10 @@ def swav_loss(scores1, scores2, temperature=0.1, epsilon=0.05, iterations=3,
     scores1, scores2 = _f32(scores1), _f32(scores2)
     q1 = _codes(scores1, queue_scores1, epsilon, iterations, all_reduce_sum)
     q2 = _codes(scores2, queue_scores2, epsilon, iterations, all_reduce_sum)
-    loss12 = -tf.reduce_mean(tf.reduce_sum(
-        q2 * tf.nn.log_softmax(scores1 / temperature, axis=-1), axis=-1))
-    loss21 = -tf.reduce_mean(tf.reduce_sum(
-        q1 * tf.nn.log_softmax(scores2 / temperature, axis=-1), axis=-1))
+    loss12 = -ops.mean(ops.sum(
+        q2 * ops.log_softmax(scores1 / temperature, axis=-1), axis=-1))
+    loss21 = -ops.mean(ops.sum(
+        q1 * ops.log_softmax(scores2 / temperature, axis=-1), axis=-1))
     return 0.5 * (loss12 + loss21)
 
 
@@ -233,12 +234,12 @@ def info_nce(query, key, queue, temperature=0.2):
     over the batch.
     """
     q = _l2_normalize(query)
-    k = tf.stop_gradient(_l2_normalize(key))
-    negatives = tf.stop_gradient(_l2_normalize(queue))
-    positive = tf.reduce_sum(q * k, axis=-1, keepdims=True)
-    logits = tf.concat([positive, tf.matmul(q, negatives, transpose_b=True)],
-                       axis=-1) / temperature
-    return -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1)[:, 0])
+    k = ops.stop_gradient(_l2_normalize(key))
+    negatives = ops.stop_gradient(_l2_normalize(queue))
+    positive = ops.sum(q * k, axis=-1, keepdims=True)
+    logits = ops.concatenate([positive, ops.matmul(q, ops.transpose(negatives))],
+                             axis=-1) / temperature
+    return -ops.mean(ops.log_softmax(logits, axis=-1)[:, 0])
 
 
 def moco_symmetric_loss(q1, q2, k1, k2, queue, temperature=0.2):
@@ -268,16 +269,17 @@ def barlow_twins(z1, z2, lambd=5e-3, all_reduce_sum=None, batch_size=None, epsil
     all-reduced number of rows.
     """
     reduce_sum = all_reduce_sum or _identity
-    z = tf.stack([_f32(z1), _f32(z2)])  # [2, n, d]: both views share each collective
+    z = ops.stack([_f32(z1), _f32(z2)])  # [2, n, d]: both views share each collective
     if batch_size is None:
-        n = reduce_sum(tf.cast(tf.shape(z)[1], tf.float32))
+        n = reduce_sum(ops.cast(ops.shape(z)[1], "float32"))
     else:
-        n = tf.cast(batch_size, tf.float32)
-    mean = reduce_sum(tf.reduce_sum(z, axis=1, keepdims=True)) / n
+        n = ops.cast(batch_size, "float32")
+    mean = reduce_sum(ops.sum(z, axis=1, keepdims=True)) / n
     centred = z - mean
-    var = reduce_sum(tf.reduce_sum(tf.square(centred), axis=1, keepdims=True)) / n
-    z = centred * tf.math.rsqrt(var + epsilon)
-    c = reduce_sum(tf.matmul(z[0], z[1], transpose_a=True)) / n  # [d, d]
-    on_diagonal = tf.reduce_sum(tf.square(1.0 - tf.linalg.diag_part(c)))
-    off_diagonal = tf.reduce_sum(tf.square(tf.linalg.set_diag(c, tf.zeros_like(c[0]))))
+    var = reduce_sum(ops.sum(ops.square(centred), axis=1, keepdims=True)) / n
+    z = centred * ops.rsqrt(var + epsilon)
+    c = reduce_sum(ops.matmul(ops.transpose(z[0]), z[1])) / n  # [d, d]
+    on_diagonal = ops.sum(ops.square(1.0 - ops.diagonal(c)))
+    off_mask = 1.0 - ops.eye(ops.shape(c)[0], dtype="float32")
+    off_diagonal = ops.sum(ops.square(c * off_mask))
     return on_diagonal + lambd * off_diagonal

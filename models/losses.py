@@ -1,11 +1,12 @@
-"""Loss functions: pure functions of tensors.
+"""Loss functions: pure functions of tensors (``keras.ops``: any Keras backend).
 
 All losses are computed in float32 whatever the compute dtype of their inputs,
 so that a ``mixed_float16`` / ``mixed_bfloat16`` policy never degrades them.
 """
 
-import tensorflow as tf
 from keras import ops
+
+from models.ops_util import f32, l2_normalize
 
 
 def negative_cosine(p, z):
@@ -13,9 +14,9 @@ def negative_cosine(p, z):
 
     ``z`` is the target and is wrapped in a stop-gradient. Returns shape [batch].
     """
-    p = tf.math.l2_normalize(tf.cast(p, tf.float32), axis=-1)
-    z = tf.math.l2_normalize(tf.stop_gradient(tf.cast(z, tf.float32)), axis=-1)
-    return 2.0 - 2.0 * tf.reduce_sum(p * z, axis=-1)
+    p = l2_normalize(f32(p))
+    z = l2_normalize(ops.stop_gradient(f32(z)))
+    return 2.0 - 2.0 * ops.sum(p * z, axis=-1)
 
 
 def symmetric_loss(p1, z2, p2, z1):
@@ -25,7 +26,7 @@ def symmetric_loss(p1, z2, p2, z1):
     the original TF2 reproduction halves this sum, which silently halves the
     learning rate, so it is not done here. Range [0, 8]. Returns a float32 scalar.
     """
-    return tf.reduce_mean(negative_cosine(p1, z2)) + tf.reduce_mean(negative_cosine(p2, z1))
+    return ops.mean(negative_cosine(p1, z2)) + ops.mean(negative_cosine(p2, z1))
 
 
 def squared_l2(p, z):

@@ -1,6 +1,8 @@
-"""In-graph statistics used by the models' train steps (float32)."""
+"""In-graph statistics used by the models' train steps (float32, ``keras.ops``)."""
 
-import tensorflow as tf
+from keras import ops
+
+from models.ops_util import f32, l2_normalize
 
 
 def normalized_std(z):
@@ -9,5 +11,5 @@ def normalized_std(z):
     About ``1 / sqrt(d)`` for well-spread outputs, near 0 when collapsed
     (SimSiam paper, Sec. 4.1, Fig. 2).
     """
-    z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=-1)
-    return tf.reduce_mean(tf.math.reduce_std(z, axis=0))
+    z = l2_normalize(f32(z))
+    return ops.mean(ops.std(z, axis=0))

@@ -15,10 +15,11 @@ the "synchronised BN" alternative to MoCo's shuffled per-GPU BN (MoCo v3 uses it
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from models import contrastive_losses
 from models.base import SSLModel, cross_replica_gather
+from models.ops_util import l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -49,24 +50,27 @@ class MoCo(SSLModel):
         Alg. 1), then move the key encoder. Each view is gathered on its own, so
         that the queue holds ``[K1; K2]`` of the global batch in the same order on
         any number of replicas."""
-        self.enqueue(tf.concat([cross_replica_gather(k) for k in outputs["keys"]], axis=0))
+        self.enqueue(ops.concatenate([cross_replica_gather(k) for k in outputs["keys"]],
+                                     axis=0))
         self.update_target()
 
     def enqueue(self, keys):
         """FIFO update: the newest keys overwrite the oldest, wrapping around (of
         more keys than slots, only the newest ``queue_size`` are written)."""
         size = self.config.queue_size
-        keys = tf.math.l2_normalize(tf.cast(keys, tf.float32), axis=-1)
-        n = tf.shape(keys, out_type=tf.int64)[0]
+        keys = l2_normalize(ops.cast(keys, "float32"), axis=-1)
+        n = ops.shape(keys)[0]
         written = keys[-size:]
-        skipped = n - tf.shape(written, out_type=tf.int64)[0]
-        index = (self.queue_pointer + skipped + tf.range(n - skipped)) % size
-        self.queue.assign(tf.tensor_scatter_nd_update(self.queue, index[:, None], written))
-        self.queue_pointer.assign((self.queue_pointer + n) % size)
+        kept = ops.shape(written)[0]
+        # int32 index arithmetic (JAX has no int64 without x64; queue_size < 2**31).
+        pointer = ops.cast(self.queue_pointer, "int32")
+        index = (pointer + (n - kept) + ops.arange(kept, dtype="int32")) % size
+        self.queue.assign(ops.scatter_update(self.queue, index[:, None], written))
+        self.queue_pointer.assign(ops.cast((pointer + n) % size, self.queue_pointer.dtype))
 
 
 def _normalised_normal(seed):
     def initializer(shape, dtype=None):
         x = keras.random.normal(shape, seed=seed, dtype="float32")
-        return tf.math.l2_normalize(x, axis=-1)
+        return l2_normalize(x, axis=-1)
     return initializer

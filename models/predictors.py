@@ -1,10 +1,15 @@
-"""Predictor maths of DirectPred and DirectCopy: pure functions in float32.
+"""Predictor maths of DirectPred and DirectCopy: pure functions in float32 (``keras.ops``).
 
 Convention: ``Wp`` acts on column vectors, ``p = Wp z``. A Keras ``Dense`` kernel
 ``K`` computes ``z @ K``, so ``K = Wp^T`` (the computed ``Wp`` are symmetric).
+
+Under JAX on a GPU float32 matmuls may run as TF32; the JAX train step evaluates
+these functions at the highest matmul precision (``models/jax_step.py``).
 """
 
-import tensorflow as tf
+from keras import ops
+
+from models.ops_util import f32
 
 
 def accumulate_correlation(corr, z, rho, initialized, center=False, mean=None):
@@ -19,42 +24,43 @@ def accumulate_correlation(corr, z, rho, initialized, center=False, mean=None):
     Returns ``(new_corr, new_mean)`` (``new_mean`` is ``mean`` unchanged when
     ``center`` is false).
     """
-    z = tf.cast(tf.stop_gradient(z), tf.float32)
-    n = tf.cast(tf.shape(z)[0], tf.float32)
-    batch_corr = tf.matmul(z, z, transpose_a=True) / n
-    rho = tf.cast(rho, tf.float32)
-    initialized = tf.cast(initialized, tf.bool)
-    new_corr = tf.where(initialized, rho * corr + (1.0 - rho) * batch_corr, batch_corr)
+    z = f32(ops.stop_gradient(z))
+    n = ops.cast(ops.shape(z)[0], "float32")
+    batch_corr = ops.matmul(ops.transpose(z), z) / n
+    rho = ops.cast(rho, "float32")
+    initialized = ops.cast(initialized, "bool")
+    new_corr = ops.where(initialized, rho * f32(corr) + (1.0 - rho) * batch_corr, batch_corr)
     new_mean = mean
     if center:
-        batch_mean = tf.reduce_mean(z, axis=0)
-        new_mean = tf.where(initialized, rho * mean + (1.0 - rho) * batch_mean, batch_mean)
+        batch_mean = ops.mean(z, axis=0)
+        new_mean = ops.where(initialized, rho * f32(mean) + (1.0 - rho) * batch_mean,
+                             batch_mean)
     return new_corr, new_mean
 
 
 def centered_correlation(corr, mean):
     """``F - m m^T``: the covariance form of the accumulated correlation."""
-    return corr - tf.tensordot(mean, mean, axes=0)
+    return corr - ops.outer(mean, mean)
 
 
 def direct_pred_weights(corr, eps=0.1, power=0.5):
     """DirectPred predictor from the correlation F (paper Sec. 5, Eq. 18).
 
-    With ``F = U diag(s) U^T`` (``tf.linalg.eigh``, float32, in-graph):
+    With ``F = U diag(s) U^T`` (``keras.ops.eigh``, float32, in-graph):
     ``p_j = (max(s_j, 0) / s_max) ** power + eps``, clipped below at 1e-4
     (official ``compute_w_corr``, ``balance_type=boost_scale``), and
     ``Wp = U diag(p) U^T``. ``power`` 0.5 is Eq. 18's square root; the official
     code's ``dyn_convert`` is ``1 / power`` (1: p_j linear in s_j, a DirectCopy-like
     rule normalised by the top eigenvalue instead of ``||F||_F``).
     """
-    corr = tf.cast(corr, tf.float32)
-    corr = 0.5 * (corr + tf.transpose(corr))
-    s, u = tf.linalg.eigh(corr)
-    s_max = tf.maximum(tf.reduce_max(s), 1e-30)
-    ratio = tf.maximum(s, 0.0) / s_max
-    p = (tf.sqrt(ratio) if power == 0.5 else tf.pow(ratio, power)) + eps
-    p = tf.maximum(p, 1e-4)
-    return tf.matmul(u * p[tf.newaxis, :], u, transpose_b=True)
+    corr = f32(corr)
+    corr = 0.5 * (corr + ops.transpose(corr))
+    s, u = ops.eigh(corr)
+    s_max = ops.maximum(ops.max(s), 1e-30)
+    ratio = ops.maximum(s, 0.0) / s_max
+    p = (ops.sqrt(ratio) if power == 0.5 else ops.power(ratio, power)) + eps
+    p = ops.maximum(p, 1e-4)
+    return ops.matmul(u * p[None, :], ops.transpose(u))
 
 
 def direct_copy_weights(corr, eps=0.3):
@@ -64,14 +70,38 @@ def direct_copy_weights(corr, eps=0.3):
     The Frobenius normalisation (as in the original TF2 reproduction's
     ``get_direct_copy``) makes ``eps`` comparable across runs and feature scales.
     """
-    corr = tf.cast(corr, tf.float32)
-    norm = tf.maximum(tf.norm(corr), 1e-30)
-    return corr / norm + eps * tf.eye(tf.shape(corr)[0], dtype=tf.float32)
+    corr = f32(corr)
+    norm = ops.maximum(ops.sqrt(ops.sum(ops.square(corr))), 1e-30)
+    return corr / norm + eps * ops.eye(ops.shape(corr)[0], dtype="float32")
+
+
+def _direct_pred_rule(config):
+    eps, power = config.predictor_eps, config.predictor_power
+    return lambda f: direct_pred_weights(f, eps, power)
+
+
+def _direct_copy_rule(config):
+    eps = config.predictor_eps
+    return lambda f: direct_copy_weights(f, eps)
+
+
+#: ``Config.predictor`` of a computed predictor -> a builder ``config -> rule``, the
+#: rule a pure function ``F -> Wp`` (float32 [d, d]).
+PREDICTOR_RULES = {"directpred": _direct_pred_rule, "directcopy": _direct_copy_rule}
+
+
+def predictor_rule(config):
+    """The pure rule ``F -> Wp`` of ``config.predictor`` (``directpred`` or
+    ``directcopy``), with its ``predictor_eps`` / ``predictor_power`` bound."""
+    if config.predictor not in PREDICTOR_RULES:
+        raise ValueError(f"No computed-predictor rule for predictor {config.predictor!r}. "
+                         f"Valid: {sorted(PREDICTOR_RULES)}")
+    return PREDICTOR_RULES[config.predictor](config)
 
 
 def symmetrize(w):
     """``(W + W^T) / 2``: symmetry regularisation of a square linear predictor."""
-    return 0.5 * (w + tf.transpose(w))
+    return 0.5 * (w + ops.transpose(w))
 
 
 def symmetrize_two_layer(k1, k2):
@@ -80,5 +110,5 @@ def symmetrize_two_layer(k1, k2):
     ``k1`` [d, h], ``k2`` [h, d] (the rule is the same for transposes).
     Returns ``(new_k1, new_k2)``.
     """
-    new_k1 = 0.5 * (k1 + tf.transpose(k2))
-    return new_k1, tf.transpose(new_k1)
+    new_k1 = 0.5 * (k1 + ops.transpose(k2))
+    return new_k1, ops.transpose(new_k1)

@@ -16,7 +16,7 @@ The variant is chosen by the :class:`config.Config` fields ``predictor``,
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from models import heads, losses, predictors
 from models.base import SSLModel, cross_replica_gather
@@ -41,6 +41,9 @@ class SiameseNetwork(SSLModel):
         d = config.projection_dim
         self.correlation = self.add_state("correlation", (d, d))
         self.correlation_mean = self.add_state("correlation_mean", (d,))
+        # The pure rule F -> Wp of a computed predictor (DirectPred, DirectCopy).
+        self._predictor_rule = (predictors.predictor_rule(config)
+                                if config.computed_predictor else None)
 
     @classmethod
     def wants_target(cls, config):
@@ -62,7 +65,7 @@ class SiameseNetwork(SSLModel):
 
     def _targets(self, x1, x2, z1, z2):
         if self.target_encoder is None:  # SimSiam: the online z under stop-gradient
-            return tf.stop_gradient(z1), tf.stop_gradient(z2)
+            return ops.stop_gradient(z1), ops.stop_gradient(z2)
         return self.target_project(x1), self.target_project(x2)
 
     def compute_ssl_loss(self, x1, x2, labels=None, training=True):
@@ -80,11 +83,13 @@ class SiameseNetwork(SSLModel):
 
         F is estimated from the global batch (gathered across replicas) and stored
         with the first replica's value on every replica of a worker (``add_state``),
-        so every replica computes Wp from the same F.
+        so every replica computes Wp from the same F. The computed predictor is the
+        pure rule ``F -> Wp`` of ``config.predictor`` (:data:`predictors.PREDICTOR_RULES`,
+        looked up once in ``__init__``), applied every ``predictor_freq`` steps.
         """
         config = self.config
         step = self.step_counter
-        z = cross_replica_gather(tf.concat([outputs["z1"], outputs["z2"]], axis=0))
+        z = cross_replica_gather(ops.concatenate([outputs["z1"], outputs["z2"]], axis=0))
         corr, mean = predictors.accumulate_correlation(
             self.correlation, z, config.corr_rho, step > 0, center=config.corr_center,
             mean=self.correlation_mean)
@@ -92,25 +97,18 @@ class SiameseNetwork(SSLModel):
         if config.corr_center:
             self.correlation_mean.assign(mean)
         # Read back: the stored (first replica's) values.
-        corr = tf.convert_to_tensor(self.correlation)
-        mean = tf.convert_to_tensor(self.correlation_mean)
-        if config.computed_predictor:
+        corr = ops.convert_to_tensor(self.correlation)
+        mean = ops.convert_to_tensor(self.correlation_mean)
+        if self._predictor_rule is not None:
             kernel = self.predictor_kernel
+            rule = self._predictor_rule
 
             def update():
-                f = corr
-                if config.corr_center:
-                    f = predictors.centered_correlation(corr, mean)
-                if config.predictor == "directpred":
-                    w = predictors.direct_pred_weights(f, config.predictor_eps,
-                                                       config.predictor_power)
-                else:
-                    w = predictors.direct_copy_weights(f, config.predictor_eps)
-                kernel.assign(tf.transpose(w))  # Keras kernel = Wp^T
-                return tf.constant(True)
+                f = predictors.centered_correlation(corr, mean) if config.corr_center else corr
+                return ops.cast(ops.transpose(rule(f)), kernel.dtype)  # Keras kernel = Wp^T
 
-            tf.cond(tf.equal(step % config.predictor_freq, 0), update,
-                    lambda: tf.constant(False))
+            kernel.assign(ops.cond(ops.equal(step % config.predictor_freq, 0), update,
+                                   lambda: ops.convert_to_tensor(kernel)))
         elif config.symmetry:
             kernels = heads.dense_kernels(self.predictor)
             if len(kernels) == 1:

@@ -10,11 +10,11 @@ batch from epoch ``queue_start_epoch`` on (SwAV's small-batch queue).
 """
 
 import keras
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from models import contrastive_losses
 from models.base import SSLModel, cross_replica_gather, cross_replica_sum, num_replicas
+from models.ops_util import l2_normalize
 
 PROTOTYPES = "prototypes"
 
@@ -42,7 +42,7 @@ class SwAV(SSLModel):
     def normalize_prototypes(self):
         """Each prototype (a kernel column) to unit length (SwAV Sec. 3.1)."""
         kernel = self.prototype_kernel
-        kernel.assign(tf.math.l2_normalize(kernel, axis=0))
+        kernel.assign(l2_normalize(ops.convert_to_tensor(kernel), axis=0))
 
     def trainable_with_decay(self):
         wd = self.config.weight_decay
@@ -52,38 +52,38 @@ class SwAV(SSLModel):
     def _queue_active(self):
         config = self.config
         if config.queue_size == 0:
-            return tf.constant(False)
+            return ops.convert_to_tensor(False)
         started = self.step_counter >= config.queue_start_epoch * self.steps_per_epoch
-        return tf.logical_and(started, self.queue_count >= config.queue_size)
+        return ops.logical_and(started, self.queue_count >= config.queue_size)
 
     def compute_ssl_loss(self, x1, x2, labels=None, training=True):
         config = self.config
         z1 = self.project(x1, training=training)
         z2 = self.project(x2, training=training)
-        e1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=-1)
-        e2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=-1)
+        e1 = l2_normalize(ops.cast(z1, "float32"), axis=-1)
+        e2 = l2_normalize(ops.cast(z2, "float32"), axis=-1)
         s1 = self.prototypes(e1, training=training)
         s2 = self.prototypes(e2, training=training)
         queue_scores = [None, None]
         if config.queue_size > 0:
-            kernel = tf.stop_gradient(tf.cast(self.prototype_kernel, tf.float32))
+            kernel = ops.stop_gradient(ops.cast(self.prototype_kernel, "float32"))
             # Row weight 0 keeps an inactive queue out of the Sinkhorn batch; every
             # replica holds the same (gathered) queue, so it counts 1/R per replica.
-            weight = tf.cast(self._queue_active(), tf.float32) / num_replicas()
-            queue_scores = [(tf.matmul(self.queue[i], kernel), weight) for i in range(2)]
+            weight = ops.cast(self._queue_active(), "float32") / num_replicas()
+            queue_scores = [(ops.matmul(self.queue[i], kernel), weight) for i in range(2)]
         loss = contrastive_losses.swav_loss(
             s1, s2, temperature=config.temperature, epsilon=config.sinkhorn_epsilon,
             iterations=config.sinkhorn_iterations, queue_scores1=queue_scores[0],
             queue_scores2=queue_scores[1], all_reduce_sum=cross_replica_sum)
-        return loss, {"z1": z1, "z2": z2, "embeddings": tf.stack([e1, e2])}
+        return loss, {"z1": z1, "z2": z2, "embeddings": ops.stack([e1, e2])}
 
     def adjust_gradients(self, grads, variables):
         """No gradient for the prototypes during the first epochs."""
         frozen = self.step_counter < (self.config.freeze_prototypes_epochs
                                       * self.steps_per_epoch)
-        keep = 1.0 - tf.cast(frozen, tf.float32)
+        keep = 1.0 - ops.cast(frozen, "float32")
         ids = {id(v) for v in self.prototypes.trainable_variables}
-        return [g * tf.cast(keep, g.dtype) if id(v) in ids else g
+        return [g * ops.cast(keep, g.dtype) if id(v) in ids else g
                 for g, v in zip(grads, variables)]
 
     def after_step(self, outputs):
@@ -94,9 +94,10 @@ class SwAV(SSLModel):
 
     def enqueue(self, embeddings):
         """Newest embeddings (of the global batch) first, oldest dropped."""
-        embeddings = tf.stack([cross_replica_gather(embeddings[i]) for i in range(2)])
+        embeddings = ops.stack([cross_replica_gather(embeddings[i]) for i in range(2)])
         size = self.config.queue_size
-        n = tf.shape(embeddings)[1]
-        merged = tf.concat([embeddings, self.queue], axis=1)[:, :size]
+        n = ops.shape(embeddings)[1]
+        merged = ops.concatenate([embeddings, self.queue], axis=1)[:, :size]
         self.queue.assign(merged)
-        self.queue_count.assign(tf.minimum(self.queue_count + tf.cast(n, tf.int64), size))
+        count = self.queue_count
+        self.queue_count.assign(ops.minimum(count + ops.cast(n, count.dtype), size))

@@ -1,0 +1,113 @@
+"""The JAX train step of :class:`models.base.SSLModel` (Keras 3's stateless API).
+
+Keras's JAX trainer calls ``model.train_step(state, data)`` inside ``jax.jit``
+with ``state = (trainable, non_trainable, optimizer, metrics)`` values and the
+model's variables purged; the step returns ``(logs, new_state)``. This step does
+what :func:`models.tf_seam.tf_train_step` does, in the same order:
+
+1. forward and loss under ``jax.value_and_grad`` of a stateless call
+   (:meth:`~models.base.SSLModel.compute_ssl_loss` in a ``StatelessScope`` over
+   the whole state): the loss, the outputs, the new non-trainable values (BN
+   statistics) and the gradients;
+2. coupled weight decay and the method's gradient adjustments
+   (:meth:`~models.base.SSLModel.decayed_gradients`,
+   :meth:`~models.base.SSLModel.adjust_gradients`);
+3. ``optimizer.stateless_apply``;
+4. :meth:`~models.base.SSLModel.finish_step` (F, Wp, symmetry, EMA, queues,
+   prototype normalisation, step counter, metrics) in a second
+   ``StatelessScope`` over the *updated* state, at the highest float32 matmul
+   precision (no TF32 for F, ``eigh`` or the EMA on a GPU).
+
+Why the after-step updates are not in the forward: under JAX an assignment to a
+*trainable* variable inside the differentiated function is dropped (only
+non-trainable updates come back from the stateless call); here every variable
+is mapped in step 4's scope, so every assignment there is kept.
+"""
+
+import jax
+import keras
+
+
+def _mapped(variables, values):
+    return list(zip(variables, values))
+
+
+def _collect(scope, variables, values):
+    """The scope's value of each variable, or its old value if it was not assigned."""
+    out = []
+    for variable, value in zip(variables, values):
+        new = scope.get_current_value(variable)
+        out.append(value if new is None else new)
+    return out
+
+
+def jax_train_step(model, state, data):
+    """One stateless training step: ``(logs, new_state)`` (see the module docstring)."""
+    trainable, non_trainable, optimizer_values, metrics_values = state
+    trainable_vars = model.trainable_variables
+    non_trainable_vars = model.non_trainable_variables
+    optimizer = model.optimizer
+    optimizer_vars = optimizer.variables
+    metrics_vars = model.metrics_variables
+    if model._augment_params is not None:
+        raise ValueError("augment_on='device' is not available under the JAX backend yet "
+                         "(data_processing.augmentations is TensorFlow). "
+                         "Received: augment_on='device'")
+    x1, x2, labels = model.unpack_batch(data)
+    pairs = model.trainable_with_decay()
+    index = {id(v): i for i, v in enumerate(trainable_vars)}
+    if sorted(index) != sorted(id(v) for v, _ in pairs) or len(pairs) != len(index):
+        raise ValueError(f"{type(model).__name__}.trainable_with_decay() must list every "
+                         "trainable variable once. Received: "
+                         f"{[v.path for v, _ in pairs]}")
+    order = [index[id(v)] for v, _ in pairs]
+
+    # 1. Forward, loss and gradients: a stateless call over the whole state.
+    def forward(trainable_values, non_trainable_values):
+        mapping = (_mapped(trainable_vars, trainable_values)
+                   + _mapped(non_trainable_vars, non_trainable_values)
+                   + _mapped(optimizer_vars, optimizer_values)
+                   + _mapped(metrics_vars, metrics_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            loss, outputs = model.compute_ssl_loss(x1, x2, labels, training=True)
+            scaled_loss = optimizer.scale_loss(loss)  # one replica per process
+        new_non_trainable = _collect(scope, non_trainable_vars, non_trainable_values)
+        return scaled_loss, (loss, outputs, new_non_trainable)
+
+    (_, (loss, outputs, non_trainable)), grads = jax.value_and_grad(
+        forward, has_aux=True)(list(trainable), list(non_trainable))
+    grads = list(grads)
+
+    # 2. Coupled decay and the method's adjustments, in trainable_with_decay's order
+    #    (as the TF step), on the values before the update.
+    mapping = (_mapped(trainable_vars, trainable) + _mapped(non_trainable_vars, non_trainable)
+               + _mapped(optimizer_vars, optimizer_values))
+    with keras.StatelessScope(state_mapping=mapping):
+        variables = [v for v, _ in pairs]
+        ordered = [grads[i] for i in order]
+        ordered = model.adjust_gradients(model.decayed_gradients(ordered, pairs), variables)
+        ordered = [keras.ops.convert_to_tensor(g) for g in ordered]
+    for i, g in zip(order, ordered):
+        grads[i] = g
+
+    # 3. The optimizer (built by Keras's JAX trainer on model.trainable_variables).
+    built_order = [index.get(id(v)) for v in optimizer._trainable_variables]
+    if built_order != list(range(len(trainable_vars))):
+        raise ValueError("The optimizer must be built on model.trainable_variables, in "
+                         "that order, under the JAX backend.")
+    trainable, optimizer_values = optimizer.stateless_apply(optimizer_values, grads,
+                                                            trainable)
+
+    # 4. After-step updates and metrics on the updated state.
+    mapping = (_mapped(trainable_vars, trainable) + _mapped(non_trainable_vars, non_trainable)
+               + _mapped(optimizer_vars, optimizer_values)
+               + _mapped(metrics_vars, metrics_values))
+    with jax.default_matmul_precision("highest"):
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            logs = model.finish_step(loss, outputs)
+            logs = {name: keras.ops.convert_to_tensor(v) for name, v in logs.items()}
+    new_state = (_collect(scope, trainable_vars, trainable),
+                 _collect(scope, non_trainable_vars, non_trainable),
+                 _collect(scope, optimizer_vars, optimizer_values),
+                 _collect(scope, metrics_vars, metrics_values))
+    return logs, new_state
