@@ -349,12 +349,11 @@ class Config:
 
     def _check_method_options(self):
         """Refuses every option this run would ignore (:data:`OPTION_RULES`)."""
-        defaults = _FIELD_DEFAULTS
         for fields, uses, who in OPTION_RULES:
             if uses(self):
                 continue
             for field in fields:
-                if field in defaults and getattr(self, field) != defaults[field]:
+                if getattr(self, field) != _FIELD_DEFAULTS[field]:
                     raise ValueError(
                         f"Config.{field} applies to {who} only; this run would ignore it "
                         f"({self.describe()}). Received: {field}={getattr(self, field)!r}")
@@ -430,12 +429,7 @@ class Config:
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ValueError(f"Unknown Config field(s) {unknown}. Valid fields: {list(fields)}")
-        converted = {}
-        for key, value in values.items():
-            if isinstance(value, list):
-                value = tuple(value)
-            converted[key] = value
-        return cls(**converted)
+        return cls(**{key: _to_tuple(value) for key, value in values.items()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -472,6 +466,7 @@ def _from_version_1(values: dict) -> dict:
 
 
 def _to_tuple(value):
+    """JSON lists back as the tuples of the tuple fields."""
     return tuple(value) if isinstance(value, list) else value
 
 

@@ -344,13 +344,14 @@ def _figure_title(run_dir):
     return f"{name}: {config.name} ({config.describe()})", config
 
 
-def run_curves_figure(run_dir):
+def run_curves_figure(run_dir, heading=None):
     """The training-curves Figure of a results folder (``None`` without history.csv):
-    each phase's columns of history.csv in its own panels."""
+    each phase's columns of history.csv in its own panels. ``heading``: the
+    ``(title, config)`` of :func:`_figure_title`, read from config.json when None."""
     run = RunDirectory.from_path(run_dir)
     if not os.path.exists(run.history):
         return None
-    title, config = _figure_title(run_dir)
+    title, config = heading or _figure_title(run_dir)
     rows = _read_csv(run.history)
     reference = 1.0 / math.sqrt(config.projection_dim) if config else None
     return visualisation.training_curves_figure(
@@ -361,14 +362,15 @@ def run_curves_figure(run_dir):
 def draw_figures(run_dir):
     """Training-curve and eigenspace PNGs from the files of a results folder."""
     run = RunDirectory.from_path(run_dir)
+    heading = _figure_title(run_dir)  # config.json read once for both figures
     drawn = []
-    figure = run_curves_figure(run_dir)
+    figure = run_curves_figure(run_dir, heading)
     if figure is not None:
         drawn.append(visualisation.save_figure(figure, run.curves_png))
     if os.path.isdir(run.eigenspace):
         records = eigenspace.load_eigenspace(run.eigenspace)
         drawn.append(visualisation.plot_eigenspace(records, run.eigenspace_png,
-                                                   title=_figure_title(run_dir)[0]))
+                                                   title=heading[0]))
     return drawn
 
 

@@ -160,9 +160,7 @@ def run_rows(rows, shared, results_dir, overwrite, seeds=1):
             runs.append({"seed": seed, **{key: metrics[field] for key, field in METRICS}})
             print(f"{run_name}: top-1 {metrics['top1']:.4f} knn {metrics['knn_accuracy']} "
                   f"z_std {metrics['z_std']} ({metrics['seconds']:.0f} s)", flush=True)
-        row = {"name": row_def.name, "factory": row_def.factory,
-               "overrides": row_def.overrides, "reason": row_def.reason,
-               "expected_collapse": row_def.expected_collapse, "seeds": runs}
+        row = {**row_def._asdict(), "seeds": runs}
         for key, _ in METRICS:
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
         table.append(row)
