@@ -1,13 +1,17 @@
-"""The paper's linear-network theory (Tian, Chen & Ganguli 2021, Sec. 3-4) in one command.
+"""The paper's linear-network theory (Tian, Chen & Ganguli 2021, Sec. 2-3) in one command.
 
     python experiments/scripts/reproduce_theory.py [--results_dir DIR] [--smoke]
 
-Integrates the matrix and per-mode gradient flows (NumPy), measures every claim
-of Sec. 3-4, trains the package's own ``SiameseNetwork`` (linear backbone, no
-projector, linear predictor, ``loss="l2"``, plain SGD) on the theory's Gaussian
-data and holds its trajectories against the ODE. Writes ``DIR/theory.json``,
-``DIR/table.md`` and one PNG per figure. About 5 minutes on 2 CPU cores; the
-smoke mode takes seconds (coarse grids, short runs) and checks nothing numerically.
+Integrates the matrix flow (Lemma 1, Eqns. 2-4) and the per-mode flow (Eqns.
+11-13) in NumPy, measures every claim of Sec. 2-3 (each ``source`` names the
+section, equation, theorem and figure), trains the package's own
+``SiameseNetwork`` (linear backbone, no projector, linear predictor,
+``loss="l2"``, plain SGD) on the theory's Gaussian data and holds its
+trajectories against the ODE. Writes ``DIR/theory.json``, ``DIR/table.md`` and
+one PNG per figure, each titled with the paper figure it reproduces or "No paper
+figure" (the map is in ``experiments/theory/figures.py``). About 6 minutes on 2
+CPU cores; the smoke mode takes seconds (coarse grids, short runs) and checks
+nothing numerically.
 """
 
 import datetime
@@ -32,7 +36,7 @@ flags.DEFINE_boolean("package", True, "Also train the package's SiameseNetwork a
 
 def table_markdown(claims, package, command, date):
     lines = [
-        "# The paper's linear theory (Sec. 3-4), measured",
+        "# The paper's linear theory (Sec. 2-3), measured",
         "",
         f"Command: `{command}` ({date}).",
         "",

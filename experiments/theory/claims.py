@@ -1,11 +1,15 @@
-"""Every claim of the paper's Sec. 3-4 turned into a measured number.
+"""Every claim of the paper's Sec. 2-3 turned into a measured number.
+
+``source`` cites the paper (Tian, Chen & Ganguli, ICML 2021) by section, equation,
+theorem, observation ("Obs#k" of Sec. 3.2) and figure number.
 
 Each ``claim_*`` function returns one or more dicts ``{"id", "source", "claim",
 "measured", "threshold", "holds", "assumptions"}``: ``measured`` is the number,
 ``holds`` compares it with ``threshold`` in the stated direction, and
-``assumptions`` says under which of the paper's assumptions (symmetric ``Wp``,
-``X = I``, isotropic ``X'``) it was measured (``"paper"``: all of them;
-``"none"``: none of them; other strings name what was dropped).
+``assumptions`` says under which of the paper's assumptions (Sec. 3: symmetric
+``Wp``, Assumption 3; ``X = I`` and isotropic ``X'``, Assumption 2) it was measured
+(``"paper"``: all of them; ``"none"``: none of them; other strings name what was
+dropped).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def _settings(isotropic):
 
 
 # ---------------------------------------------------------------------------
-# Sec. 3: the matrix flow.
+# Sec. 2: the matrix flow (Lemma 1, Theorem 1).
 # ---------------------------------------------------------------------------
 
 def finite_difference_gradient(fun, x, h=1e-6):
@@ -84,7 +88,8 @@ def claim_lemma1():
                 setting = M.Setting(X, Xa, eta=0.03, target=target, predictor=pred)
                 err = max(err, rhs_gradient_error(setting, st))
         out.append(_claim(
-            "lemma1_rhs_is_gradient" + ("" if iso else "_general"), "Sec. 3, Lemma 1 (Eq. 1)",
+            "lemma1_rhs_is_gradient" + ("" if iso else "_general"),
+            "Sec. 2, Lemma 1 (Eqns. 2-4, from the loss of Eq. 1)",
             "dW/dt, dWp/dt are minus the gradient of J + weight decay (stop-gradient: Wa "
             "held fixed), every variant", err, 1e-6, "<",
             "paper" if iso else "none (X, X' anisotropic)"))
@@ -92,7 +97,7 @@ def claim_lemma1():
 
 
 def claim_balance(t_end=20.0, dt=0.01):
-    """``Wp^T Wp - alpha_p W W^T = exp(-2 eta t) (...)(0)`` (weight-decay balance)."""
+    """``Wp^T Wp - alpha_p W W^T = exp(-2 eta t) (...)(0)`` (Theorem 1, Eq. 5)."""
     out = []
     for iso in (True, False):
         X, Xa = _settings(iso)
@@ -107,12 +112,12 @@ def claim_balance(t_end=20.0, dt=0.01):
             tag = "" if alpha_p == 1.0 else "_alpha_p3"
             out.append(_claim(
                 "balance_weight_decay" + tag + ("" if iso else "_general"),
-                "Sec. 3, weight-decay balance theorem" + (" (extended to alpha_p != 1)"
-                                                          if alpha_p != 1 else ""),
+                "Sec. 2, Theorem 1 (Eq. 5), weight decay balances Wp and W"
+                + (f", alpha_p = {alpha_p:g}" if alpha_p != 1 else ""),
                 f"Wp^T Wp - {alpha_p:g} W W^T decays exactly as exp(-2 eta t) "
                 "(max deviation relative to its initial norm; EMA, non-symmetric Wp)",
                 dev, 1e-6, "<", "symmetric Wp not needed" + ("" if iso else "; none")))
-        # The symmetrised predictor flow (the paper's symmetric-Wp assumption) from a
+        # The symmetrised predictor flow (the paper's Assumption 3) from a
         # start that is not aligned: the balance is no longer exact.
         setting = M.Setting(X, Xa, eta=0.05, alpha_p=1.0, beta=0.5, predictor="symmetric")
         ts, states = M.integrate(M.random_state(N, 0.6, seed=4, symmetric_wp=True), setting,
@@ -122,7 +127,7 @@ def claim_balance(t_end=20.0, dt=0.01):
                   for t, s in zip(ts, states)) / np.linalg.norm(b0)
         out.append(_claim(
             "balance_symmetrised_flow" + ("" if iso else "_general"),
-            "Sec. 3, weight-decay balance under the symmetric-Wp assumption",
+            "Theorem 1 (Eq. 5) under Assumption 3 (symmetrised Wp flow, Eq. 7)",
             "with dWp/dt symmetrised (symmetric Wp), from a non-aligned start: "
             "Wp^2 - W W^T vs exp(-2 eta t) (max relative deviation)", dev, 1e-6, "<",
             "symmetric Wp imposed" + ("" if iso else "; X, X' anisotropic")))
@@ -137,14 +142,14 @@ def claim_invariant_matrix(t_end=20.0, dt=0.01):
     b0 = M.balance(states[0], 2.0)
     dev = max(np.linalg.norm(M.balance(s, 2.0) - b0) for s in states) / np.linalg.norm(b0)
     moved = np.linalg.norm(states[-1].W - states[0].W) / np.linalg.norm(states[0].W)
-    return [_claim("invariant_eta0_matrix", "Sec. 3-4, eta = 0 invariant (matrix form)",
+    return [_claim("invariant_eta0_matrix", "Sec. 2, Theorem 1 (Eq. 5) at eta = 0",
                    "with eta = 0, Wp^T Wp - alpha_p W W^T is conserved "
                    f"(relative drift; W itself moved by {moved:.2f})", dev, 1e-6, "<",
                    "none")]
 
 
 # ---------------------------------------------------------------------------
-# Sec. 4: the decoupled dynamics.
+# Sec. 3.1-3.2: the decoupled dynamics (Eqns. 11-17).
 # ---------------------------------------------------------------------------
 
 def claim_decoupling(t_end=20.0, dt=0.01):
@@ -163,7 +168,7 @@ def claim_decoupling(t_end=20.0, dt=0.01):
         sm = np.array([np.diag(x.W @ x.W.T) for x in states])
         dev = max(dev, np.abs(pm - p).max() / np.abs(p).max(),
                   np.abs(sm - s).max() / np.abs(s).max())
-    return [_claim("decoupled_dynamics", "Sec. 4, decoupled per-mode dynamics",
+    return [_claim("decoupled_dynamics", "Sec. 3.1, decoupled dynamics (Eqns. 11-13)",
                    "matrix flow from an aligned start (Wa = W) equals the (p_j, s_j, tau_j) "
                    "system, SimSiam and EMA (max relative deviation)", dev, 1e-8, "<",
                    "paper")]
@@ -178,7 +183,7 @@ def claim_invariant_parabola(t_end=30.0, dt=0.01):
         _, p, s, _ = Q.integrate(p0, s0, setting, t_end, dt)
         c = Q.invariant(p, s, 2.0)
         dev = max(dev, np.abs(c - c[0]).max() / np.abs(s).max())
-    return [_claim("invariant_parabola", "Sec. 4, eta = 0: s_j - p_j^2 / alpha_p constant",
+    return [_claim("invariant_parabola", "Sec. 3.2, Eq. 14 at eta = 0 (Fig. 3, left)",
                    "per-mode invariant parabola, SimSiam and EMA (max drift / max s)",
                    dev, 1e-8, "<", "paper")]
 
@@ -192,11 +197,11 @@ def claim_fixed_points():
             dp, ds, _ = Q.rhs(np.array(p), np.array(s), np.array(1.0), setting)
             err = max(err, abs(float(dp)), abs(float(ds)))
         kinds_ok &= [k for _, _, k in fps] == ["stable", "stable", "saddle"]
-    out = [_claim("fixed_points", "Sec. 4, fixed points s* = p*^2 / alpha_p, "
-                  "(1 + sigma2) p*^2 - p* + eta = 0",
+    out = [_claim("fixed_points", "Sec. 3.2, fixed points p*_{j+-} of Eq. 16 "
+                  "on s = p^2 / alpha_p (Eq. 14), tau = 1",
                   "the analytic fixed points zero the right-hand side (max |rhs|)",
                   err, 1e-12, "<", "paper")]
-    out.append(_claim("fixed_point_stability", "Sec. 4, fixed points",
+    out.append(_claim("fixed_point_stability", "Sec. 3.2, Fig. 4(b)",
                       "(0, 0) and the larger root stable, the smaller root a saddle "
                       "(1 = all three eta values)", float(kinds_ok), 0.5, ">", "paper"))
     # A generic start converges to the stable non-trivial point.
@@ -204,7 +209,7 @@ def claim_fixed_points():
     p_plus, s_plus, _ = Q.fixed_points(setting)[1]
     _, p, s, _ = Q.integrate(0.3, 0.5, setting, 200.0, 0.05)
     dev = max(abs(p[-1] - p_plus) / p_plus, abs(s[-1] - s_plus) / s_plus)
-    out.append(_claim("fixed_point_reached", "Sec. 4, stable fixed point",
+    out.append(_claim("fixed_point_reached", "Sec. 3.2, stable fixed point p*_{j+}",
                       "from (p, s) = (0.3, 0.5), eta = 0.05: relative distance to (p+, s+) "
                       "at t = 200", dev, 1e-6, "<", "paper"))
     return out
@@ -228,8 +233,8 @@ def measured_threshold(sigma2=SIGMA2, alpha_p=1.0, n=401, t_end=2000.0, dt=0.1):
 def claim_threshold(smoke=False):
     measured, eta_c = measured_threshold(n=41 if smoke else 401,
                                          t_end=100.0 if smoke else 2000.0)
-    return [_claim("collapse_threshold", "Sec. 4, no non-trivial fixed point for "
-                   "eta > 1 / (4 (1 + sigma2))",
+    return [_claim("collapse_threshold", "Sec. 3.2, Obs#5 and Fig. 4(c): no "
+                   "non-trivial fixed point for eta > tau^2 / (4 (1 + sigma2))",
                    f"measured largest surviving eta vs analytic {eta_c:.4f} "
                    "(relative error; grid step 0.25%)", abs(measured - eta_c) / eta_c,
                    0.02 if smoke else 0.005, "<", "paper")]
@@ -259,15 +264,18 @@ def claim_hyperparameters(smoke=False):
               for b in betas]
     mono = lambda f, sign: float(np.all(sign * np.diff(f) >= -1e-12))
     out = [
-        _claim("weight_decay_enlarges_collapse", "Sec. 4, role of weight decay",
+        _claim("weight_decay_enlarges_collapse",
+               "Sec. 3.2, Obs#4 (p*_{j-} grows with eta; App. B.2)",
                "for eta > 0 the fraction of starts that collapse grows with eta "
                f"(eta = 0: {f_eta0:.3f}; eta {etas}: {np.round(f_eta, 3).tolist()}); measured: last - first",
                f_eta[-1] - f_eta[0], 0.0, ">", "paper"),
-        _claim("alpha_p_shrinks_collapse", "Sec. 4, relative predictor rate alpha_p",
+        _claim("alpha_p_shrinks_collapse",
+               "Sec. 3.2, Obs#1 (larger alpha_p flattens the parabola; cf. Fig. 6)",
                "fraction of starts that collapse falls as alpha_p grows "
                f"(alpha_p {alphas}: {np.round(f_alpha, 3).tolist()}, eta = 0.05); "
                "measured: first - last", f_alpha[0] - f_alpha[-1], 0.0, ">", "paper"),
-        _claim("ema_beta_basin", "Sec. 4, EMA rate beta (SimSiam = beta -> inf)",
+        _claim("ema_beta_basin",
+               "Sec. 3.2, EMA rate beta (cf. Obs#10, which is about a small tau)",
                "a slower EMA does not enlarge the collapse region; it barely changes it "
                f"(beta inf, 2, 0.5, 0.1: {np.round(f_beta, 3).tolist()}, eta = 0.05, "
                "tau_j(0) = 1); measured: first - last", f_beta[0] - f_beta[-1], -1e-9, ">",
@@ -301,11 +309,12 @@ def claim_ema_speed(smoke=False):
     dev = max(max(abs(p - p_plus) / p_plus, abs(s - s_plus) / s_plus, abs(tau - 1.0))
               for p, s, tau in finals)
     return [
-        _claim("ema_slows_learning", "Sec. 4, EMA rate beta",
+        _claim("ema_slows_learning", "Sec. 3.2, Obs#9 (Fig. 5, bottom row)",
                "a slower EMA makes a mode learn more slowly: time for s to reach 90% of "
                f"s+ from (0.1, 0.1), beta inf, 1, 0.3, 0.1: {np.round(times, 1).tolist()}; "
                "measured: t(0.1) / t(inf)", times[-1] / times[0], 1.0, ">", "paper"),
-        _claim("ema_same_fixed_point", "Sec. 4, EMA: tau_j -> 1 at a fixed point",
+        _claim("ema_same_fixed_point",
+               "Sec. 3.2, EMA: tau -> 1, BYOL ends at SimSiam's fixed point",
                "with EMA the mode ends at SimSiam's (p+, s+) with tau = 1 (max relative "
                f"deviation over beta 1, 0.3, 0.1 at t = {t_end:g})", dev,
                0.05 if smoke else 1e-4, "<", "paper"),
@@ -313,7 +322,8 @@ def claim_ema_speed(smoke=False):
 
 
 # ---------------------------------------------------------------------------
-# Sec. 3: stop-gradient, predictor, eigenspace alignment, with/without assumptions.
+# Sec. 2-3: stop-gradient (Theorem 2), predictor, eigenspace alignment (Theorem 3),
+# with and without the assumptions.
 # ---------------------------------------------------------------------------
 
 def claim_ablations(t_end=200.0, dt=0.02):
@@ -332,13 +342,14 @@ def claim_ablations(t_end=200.0, dt=0.02):
             norms[name] = np.linalg.norm(states[-1].W) / np.linalg.norm(states[0].W)
         tag = "" if iso else "_general"
         a = "paper" if iso else "none (X, X' anisotropic)"
-        out.append(_claim("stop_gradient_essential" + tag, "Sec. 3, role of stop-gradient",
+        out.append(_claim("stop_gradient_essential" + tag, "Sec. 2, Theorem 2 (Eq. 6)",
                           "without stop-gradient W -> 0 (|W(T)| / |W(0)|; with it: "
                           f"{norms['sg']:.3f})", norms["no_sg"], 1e-3, "<", a))
-        out.append(_claim("predictor_essential" + tag, "Sec. 3-4, role of the predictor",
+        out.append(_claim("predictor_essential" + tag,
+                          "Sec. 2, after Theorem 2 (no predictor, Wp = I)",
                           "without predictor (Wp = I) W -> 0 (|W(T)| / |W(0)|)",
                           norms["no_pred"], 1e-3, "<", a))
-        out.append(_claim("with_sg_and_predictor_learns" + tag, "Sec. 3-4",
+        out.append(_claim("with_sg_and_predictor_learns" + tag, "Sec. 2-3",
                           "with stop-gradient and predictor W does not collapse "
                           "(|W(T)| / |W(0)|)", norms["sg"], 0.1, ">", a))
     return out
@@ -382,7 +393,8 @@ def claim_alignment(runs):
         final = float(run["commutator"][-1])
         start = float(run["commutator"][0])
         out.append(_claim(
-            cid, "Sec. 3, eigenspace alignment of Wp and F = W X W^T",
+            cid, "Sec. 3.1, Theorem 3 (Eqns. 8-10; cf. Fig. 9, Fig. 2)"
+            + ("; Wp - Wp^T -> 0: Fig. 8" if cid == "alignment_nonsymmetric" else ""),
             f"{run['label']}: ||[Wp, F]|| / (||Wp|| ||F||) at t = {run['times'][-1]:g} "
             f"(from {start:.3f}; |W| = {run['w_norm'][-1]:.2f}; with W W^T instead of F: "
             f"{run['commutator_ww'][-1]:.2g}; with F_z = W (X + X') W^T: "
@@ -391,7 +403,8 @@ def claim_alignment(runs):
     # Without X = I the alignment that survives is the one with W W^T (the balance).
     run = runs[3]
     out.append(_claim(
-        "alignment_with_WWT_no_assumption", "Sec. 3, balance => alignment (our reading)",
+        "alignment_with_WWT_no_assumption",
+        "Theorem 1 (Eq. 5) => alignment with W W^T (our reading)",
         f"{run['label']}: ||[Wp, W W^T]|| / (||Wp|| ||W W^T||) at t = {run['times'][-1]:g}",
         float(run["commutator_ww"][-1]), 1e-3, "<", run["label"]))
     return out

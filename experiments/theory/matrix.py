@@ -1,6 +1,6 @@
-"""Full matrix gradient flow of the linear Siamese network (paper Sec. 3).
+"""Full matrix gradient flow of the linear Siamese network (paper Sec. 2).
 
-Setting (Sec. 3, Eq. 1): a data point ``x`` has the augmentation mean ``xbar``
+Setting (Sec. 2, Eq. 1): a data point ``x`` has the augmentation mean ``xbar``
 and two views ``x1, x2`` drawn independently given ``xbar``. ``X = E[xbar xbar^T]``
 (data covariance), ``X' = E[V[x | xbar]]`` (augmentation covariance), so
 ``E[x1 x1^T] = X + X'`` and ``E[x1 x2^T] = X``. The online network is ``W``
@@ -9,7 +9,7 @@ and two views ``x1, x2`` drawn independently given ``xbar``. ``X = E[xbar xbar^T
     J(W, Wp) = 1/2 E || Wp W x1 - sg(Wa x2) ||^2
 
 and the flow with weight decay ``eta``, predictor relative rate ``alpha_p`` and
-EMA rate ``beta`` (Sec. 3, Lemma 1)::
+EMA rate ``beta`` (Sec. 2, Lemma 1, Eqns. 2-4)::
 
     dWp/dt = alpha_p (-Wp W (X + X') + Wa X) W^T - eta Wp
     dW/dt  = Wp^T (-Wp W (X + X') + Wa X)        - eta W
@@ -18,10 +18,10 @@ EMA rate ``beta`` (Sec. 3, Lemma 1)::
 Variants (:class:`Setting`): ``target="ema"`` (BYOL, the equations above),
 ``"online"`` (SimSiam: ``Wa = W`` under stop-gradient, the ``beta -> inf`` limit),
 ``"online_no_sg"`` (``Wa = W`` and the gradient flows through the target too);
-``predictor="trained"``, ``"symmetric"`` (``dWp/dt`` symmetrised, the paper's
-symmetric-``Wp`` assumption), ``"identity"`` (no predictor: ``Wp = I``) or
-``"directpred"`` (``Wp = U diag(sqrt(s / s_max) + eps) U^T`` from
-``F_z = W (X + X') W^T``, Sec. 5 Eq. 18, as the package's DirectPred sets it).
+``predictor="trained"``, ``"symmetric"`` (``dWp/dt`` symmetrised: the paper's
+Assumption 3, Sec. 3), ``"identity"`` (no predictor: ``Wp = I``) or ``"directpred"``
+(``Wp = U diag(sqrt(s / s_max) + eps) U^T`` from ``F_z = W (X + X') W^T``, Sec. 4,
+Eq. 18, as the package's DirectPred sets it).
 
 Integrator: classical fixed-step RK4 (:func:`integrate`), step ``dt`` stated by
 the caller (0.01 by default); ``Wp`` of DirectPred is recomputed from ``W`` at
@@ -83,7 +83,7 @@ def sym(a):
 
 
 def directpred_predictor(W, X_aug_total, eps=0.1):
-    """DirectPred's ``Wp`` from ``F_z = W (X + X') W^T`` (Sec. 5, Eq. 18):
+    """DirectPred's ``Wp`` from ``F_z = W (X + X') W^T`` (Sec. 4, Eq. 18):
     ``p_j = sqrt(s_j / s_max) + eps`` in the eigenbasis of ``F_z``."""
     f = sym(W @ X_aug_total @ W.T)
     s, u = np.linalg.eigh(f)
@@ -107,7 +107,7 @@ def effective(state: State, setting: Setting) -> State:
 
 
 def loss(state: State, setting: Setting) -> float:
-    """``J = 1/2 E||Wp W x1 - Wa x2||^2`` in closed form (Sec. 3, Eq. 1)::
+    """``J = 1/2 E||Wp W x1 - Wa x2||^2`` in closed form (Sec. 2, Eq. 1)::
 
         1/2 tr(Wp W (X+X') W^T Wp^T) - tr(Wp W X Wa^T) + 1/2 tr(Wa (X+X') Wa^T)
     """
@@ -119,8 +119,8 @@ def loss(state: State, setting: Setting) -> float:
 
 
 def rhs(state: State, setting: Setting) -> State:
-    """Time derivatives ``(dW/dt, dWp/dt, dWa/dt)`` of the flow (Sec. 3, Lemma 1)
-    for the variant of ``setting``; constrained parts have derivative 0."""
+    """Time derivatives ``(dW/dt, dWp/dt, dWa/dt)`` of the flow (Sec. 2, Lemma 1,
+    Eqns. 2-4) for the variant of ``setting``; constrained parts have derivative 0."""
     s = effective(state, setting)
     W, Wp, Wa = s.W, s.Wp, s.Wa
     X, Xt, eta = setting.X, setting.X + setting.X_aug, setting.eta
@@ -186,27 +186,27 @@ def integrate(state: State, setting: Setting, t_end: float, dt: float = 0.01,
 def balance(state: State, alpha_p: float = 1.0) -> np.ndarray:
     """``Wp^T Wp - alpha_p W W^T``. Under the flow,
     ``d/dt (Wp^T Wp - alpha_p W W^T) = -2 eta (Wp^T Wp - alpha_p W W^T)``
-    for any ``X``, ``X'``, ``Wa`` (Sec. 3, the weight-decay balance theorem; the
-    paper states it for ``alpha_p = 1``), so it decays as ``exp(-2 eta t)`` and is
-    conserved when ``eta = 0``."""
+    for any ``X``, ``X'``, ``Wa`` and any (also non-symmetric) ``Wp``: Theorem 1
+    (Sec. 2, Eq. 5: ``W W^T = Wp^T Wp / alpha_p + exp(-2 eta t) C``). It decays as
+    ``exp(-2 eta t)`` and is conserved when ``eta = 0``."""
     return state.Wp.T @ state.Wp - alpha_p * state.W @ state.W.T
 
 
 def correlation(state: State, X: np.ndarray) -> np.ndarray:
-    """``F = W X W^T`` (Sec. 3)."""
+    """``F = W X W^T``, the correlation of the predictor's input (Sec. 3.1)."""
     return state.W @ X @ state.W.T
 
 
 def commutator(Wp: np.ndarray, F: np.ndarray) -> float:
     """``||Wp F - F Wp||_F / (||Wp||_F ||F||_F)``: 0 when ``Wp`` and ``F`` share an
-    eigenbasis (Sec. 3, eigenspace alignment)."""
+    eigenbasis (Sec. 3.1, Theorem 3: eigenspace alignment)."""
     den = np.linalg.norm(Wp) * np.linalg.norm(F)
     return float(np.linalg.norm(Wp @ F - F @ Wp) / max(den, 1e-300))
 
 
 def mode_values(W: np.ndarray, Wp: np.ndarray, X: np.ndarray):
     """``(p, s)`` per eigenmode: ``s_j`` the eigenvalues of ``F = W X W^T``
-    (descending), ``p_j = u_j^T Wp u_j`` along its eigenvectors (Sec. 4)."""
+    (descending), ``p_j = u_j^T Wp u_j`` along its eigenvectors (Sec. 3.1)."""
     s, u = np.linalg.eigh(sym(W @ X @ W.T))
     order = np.argsort(s)[::-1]
     s, u = s[order], u[:, order]
@@ -216,7 +216,7 @@ def mode_values(W: np.ndarray, Wp: np.ndarray, X: np.ndarray):
 
 def covariances(n: int, sigma2: float = 0.5, *, isotropic: bool = True, seed: int = 0):
     """``(X, X')`` of the data model: ``X = I``, ``X' = sigma2 I`` (the paper's
-    Sec. 4 assumptions) when ``isotropic``, else a random SPD ``X`` (eigenvalues
+    Assumption 2, Sec. 3) when ``isotropic``, else a random SPD ``X`` (eigenvalues
     log-spread in [0.3, 3], random basis) and an anisotropic ``X'`` (eigenvalues
     in [0.2, 2] x ``sigma2``, another random basis)."""
     if isotropic:

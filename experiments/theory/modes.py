@@ -1,8 +1,9 @@
-"""Decoupled per-eigenmode dynamics of the linear model (paper Sec. 4).
+"""Decoupled per-eigenmode dynamics of the linear model (paper Sec. 3.1-3.2).
 
 Under the paper's assumptions -- ``X = I``, isotropic augmentation
-``X' = sigma2 I``, symmetric ``Wp`` sharing its eigenbasis with ``F = W W^T``,
-and a target proportional to the online weights ``Wa = tau W`` -- the matrix
+``X' = sigma2 I`` (Assumption 2), symmetric ``Wp`` (Assumption 3) sharing its
+eigenbasis with ``F = W W^T`` (the alignment of Theorem 3), and a target
+proportional to the online weights ``Wa = tau W`` (Assumption 1) -- the matrix
 flow of :mod:`experiments.theory.matrix` decouples into one system per
 eigenmode ``j`` (``p_j``: eigenvalue of ``Wp``; ``s_j``: eigenvalue of ``F``;
 ``tau_j``: ratio of target to online weights along the mode)::
@@ -11,20 +12,25 @@ eigenmode ``j`` (``p_j``: eigenvalue of ``Wp``; ``s_j``: eigenvalue of ``F``;
     ds/dt   = 2 p s (tau - (1 + sigma2) p) - 2 eta s
     dtau/dt = beta (1 - tau) - tau (ds/dt) / (2 s)        (EMA; SimSiam: tau = 1)
 
+(Eqns. 11, 12 and 13 of the paper; its Fig. 3 draws the first two at ``tau = 1``.)
+
 Derived here from the matrix flow with ``W = sqrt(s) u v^T`` per mode
 (``d sqrt(s)/dt = (ds/dt) / (2 sqrt(s))``); the tests hold it against the matrix
 flow. With DirectPred the predictor is not trained: ``p_j = sqrt(s_j / s_max)
-+ eps`` (Sec. 5, Eq. 18), which couples the modes through ``s_max``.
++ eps`` (Sec. 4, Eq. 18, in the package's normalised form; the paper writes
+``sqrt(s_j) + eps max_j s_j``), which couples the modes through ``s_max``.
 
-Consequences (Sec. 4), each computed by a function below:
+Consequences (Sec. 3.2), each computed by a function below:
 
 - ``eta = 0``: ``d/dt (s - p^2 / alpha_p) = 0``, the invariant parabola
-  (:func:`invariant`), whatever ``tau(t)``;
+  (:func:`invariant`; the exact integral of Eq. 14 at ``eta = 0``), whatever
+  ``tau(t)``;
 - fixed points with ``s > 0`` and ``tau = 1``: ``s* = p*^2 / alpha_p`` and
-  ``(1 + sigma2) p*^2 - p* + eta = 0`` (:func:`fixed_points`); the larger root is
-  stable, the smaller a saddle, ``(0, 0)`` stable for ``eta > 0``;
+  ``(1 + sigma2) p*^2 - p* + eta = 0`` (:func:`fixed_points`; the roots
+  ``p*_{j+-}`` of Eq. 16, Fig. 4(b)); the larger root is stable, the smaller a
+  saddle, ``(0, 0)`` stable for ``eta > 0``;
 - no non-trivial fixed point (every mode collapses) when
-  ``eta > 1 / (4 (1 + sigma2))`` (:func:`collapse_threshold`).
+  ``eta > 1 / (4 (1 + sigma2))`` (:func:`collapse_threshold`; Obs#5, Fig. 4(c)).
 
 Integrator: fixed-step RK4 on the equivalent weight form (:func:`rhs_weights`),
 vectorised over modes / initial conditions.
@@ -57,14 +63,15 @@ class ModeSetting:
 
 
 def directpred_p(s, eps=0.1):
-    """``p_j = sqrt(max(s_j, 0) / s_max) + eps`` over the last axis (Sec. 5, Eq. 18)."""
+    """``p_j = sqrt(max(s_j, 0) / s_max) + eps`` over the last axis (Sec. 4, Eq. 18,
+    normalised as the package does)."""
     s = np.maximum(np.asarray(s, dtype=float), 0.0)
     s_max = np.maximum(s.max(axis=-1, keepdims=True), 1e-30)
     return np.sqrt(s / s_max) + eps
 
 
 def rhs(p, s, tau, setting: ModeSetting):
-    """``(dp/dt, ds/dt, dtau/dt)`` of the decoupled dynamics (Sec. 4)."""
+    """``(dp/dt, ds/dt, dtau/dt)`` of the decoupled dynamics (Eqns. 11-13)."""
     c = 1.0 + setting.sigma2
     if setting.predictor == "directpred":
         p = directpred_p(s, setting.eps)
@@ -83,7 +90,7 @@ def rhs(p, s, tau, setting: ModeSetting):
 
 def rhs_weights(p, w, a, setting: ModeSetting):
     """The same dynamics in the weights along the mode: ``w = sqrt(s)`` (online),
-    ``a = tau w`` (target), ``p``. From the matrix flow (Sec. 3, Lemma 1) with
+    ``a = tau w`` (target), ``p``. From the matrix flow (Sec. 2, Lemma 1) with
     ``X = I``, ``X' = sigma2 I``::
 
         dw/dt = p (a - (1 + sigma2) p w) - eta w
@@ -153,13 +160,14 @@ def integrate(p0, s0, setting: ModeSetting, t_end, dt=0.01, tau0=1.0, n_records=
 
 
 def invariant(p, s, alpha_p=1.0):
-    """``s - p^2 / alpha_p``: constant along the flow when ``eta = 0`` (Sec. 4)."""
+    """``s - p^2 / alpha_p``: constant along the flow when ``eta = 0``
+    (Sec. 3.2, Eq. 14: ``s_j = p_j^2 / alpha_p + exp(-2 eta t) c_j``)."""
     return np.asarray(s) - np.asarray(p) ** 2 / alpha_p
 
 
 def collapse_threshold(sigma2, tau=1.0):
     """The weight decay above which no mode has a non-trivial fixed point:
-    ``eta_c = tau^2 / (4 (1 + sigma2))`` (Sec. 4)."""
+    ``eta_c = tau^2 / (4 (1 + sigma2))`` (Sec. 3.2, Obs#5, Fig. 4(c))."""
     return tau ** 2 / (4.0 * (1.0 + sigma2))
 
 
@@ -168,7 +176,8 @@ def fixed_points(setting: ModeSetting, tau=1.0):
     ``(p, s, kind)`` with ``kind`` from the Jacobian's eigenvalues: ``"stable"``,
     ``"saddle"``, ``"unstable"`` or ``"marginal"``. Always contains ``(0, 0)``;
     the non-trivial ones are ``p = (tau +- sqrt(tau^2 - 4 eta (1 + sigma2)))
-    / (2 (1 + sigma2))``, ``s = p^2 / alpha_p`` (``eta > 0``)."""
+    / (2 (1 + sigma2))`` (``p*_{j+-}`` of Sec. 3.2), ``s = p^2 / alpha_p``
+    (``eta > 0``)."""
     c = 1.0 + setting.sigma2
     eta = setting.eta
     points = [(0.0, 0.0)]

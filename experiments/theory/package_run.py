@@ -1,4 +1,5 @@
-"""The package's own train step on the linear setting, held against the ODE (Sec. 3-4).
+"""The package's own train step on the linear setting, held against the ODE
+(paper Sec. 2-3: the flow of Lemma 1, Eqns. 2-4, and its modes, Sec. 3.1).
 
 :func:`run_package` builds the real :class:`models.SiameseNetwork` from a
 :class:`config.Config` -- ``backbone="linear"`` (one bias-free Dense ``W``),
@@ -26,6 +27,7 @@ NumPy-only on import).
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from typing import Optional
 
 import numpy as np
@@ -218,7 +220,7 @@ def default_runs(smoke=False):
         Run("simsiam", "simsiam", eta=0.05, steps=2000),
         Run("byol", "byol", eta=0.05, beta=1.0, steps=2000),
         # DirectPred's F from one batch is noisy (relative ~ 1 / sqrt(batch)); the
-        # accumulator (Sec. 5, Eq. 17) with rho = 0.9 averages ~10 batches.
+        # accumulator (Sec. 4, Eq. 19) with rho = 0.9 averages ~10 batches.
         Run("directpred", "directpred", eta=0.05, beta=1.0, steps=1000, corr_rho=0.9),
         Run("byol_anisotropic", "byol", eta=0.05, beta=1.0, steps=2000, isotropic=False,
             alpha_p=2.0),
@@ -264,14 +266,20 @@ def compare(smoke=False, runs=None):
             "tolerance": TOLERANCE, "runs": results}
 
 
-def figure(summary, path):
-    """Package (dots) against the ODE (lines): p_j and s_j of the first runs."""
+#: How the title of ``package_vs_ode.png`` starts (the paper has no such figure).
+TITLE_PREFIX = "No paper figure (Lemma 1, Sec. 2, Eqns. 2-4"
+
+
+def draw(summary):
+    """Package (dots) against the ODE (lines): ``p_j`` and ``s_j`` of the first
+    runs. No paper figure: our check of the train step against Lemma 1's flow.
+    Returns the :class:`matplotlib.figure.Figure`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = summary["runs"][:4]
-    fig, axes = plt.subplots(2, len(runs), figsize=(4.6 * len(runs), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(runs), figsize=(4.6 * len(runs), 7.3), squeeze=False)
     for col, r in enumerate(runs):
         t = np.array(r["record_steps"]) * r["dt"]
         tr = {k: np.array(v) for k, v in r["trajectory"].items()}
@@ -286,10 +294,21 @@ def figure(summary, path):
             ax.set_title(f"{r['name']}: {key}_j, package (dots) vs ODE (lines)\n"
                          f"eta={r['eta']:g}, alpha_p={r['alpha_p']:g}, beta={r['beta']}, "
                          f"max rel dev {r['max_rel_dev']:.3f}", fontsize=9)
-    fig.suptitle(f"The package's SiameseNetwork train step vs the linear ODE (Sec. 3-4): "
-                 f"{summary['outcome_agreement']}/{summary['settings']} outcomes agree, "
-                 f"max rel dev {summary['max_rel_dev']:.3g}", fontsize=10)
+    title = (TITLE_PREFIX + "; p_j, s_j as in Sec. 3.1): the package's SiameseNetwork "
+             "train step vs the linear ODE, "
+             f"{summary['outcome_agreement']}/{summary['settings']} outcomes agree, "
+             f"max rel dev {summary['max_rel_dev']:.3g}")
+    # About 11 characters of 10 pt text per inch: wrap to the figure's width.
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)), fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def figure(summary, path):
+    """:func:`draw`, saved to ``path`` (returned)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(summary)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

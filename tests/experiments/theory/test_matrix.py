@@ -1,5 +1,5 @@
-"""The matrix flow of the linear model (paper Sec. 3) against finite differences and
-Monte Carlo: pure NumPy."""
+"""The matrix flow of the linear model (paper Sec. 2, Lemma 1) against finite
+differences and Monte Carlo: pure NumPy."""
 
 import numpy as np
 import pytest

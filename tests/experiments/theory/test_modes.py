@@ -1,5 +1,5 @@
-"""The decoupled per-mode dynamics (paper Sec. 4): forms, fixed points, invariant,
-threshold; held against the matrix flow."""
+"""The decoupled per-mode dynamics (paper Sec. 3.1-3.2, Eqns. 11-16): forms, fixed
+points, invariant, threshold; held against the matrix flow."""
 
 import numpy as np
 import pytest

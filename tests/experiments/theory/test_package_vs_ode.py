@@ -1,4 +1,4 @@
-"""The package's own SiameseNetwork train step against the linear ODE (paper Sec. 3-4),
+"""The package's own SiameseNetwork train step against the linear ODE (paper Sec. 2-3),
 at a small size, and reproduce_theory.py --smoke end to end."""
 
 import json
