@@ -19,7 +19,7 @@ flags.DEFINE_boolean("only_vis", False, "Same as --only vis.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from experiments.training import evaluate  # imports TensorFlow
+    from experiments.training import evaluate  # imports Keras and its backend
     try:
         if not FLAGS.name:
             raise ValueError("--name is required.")

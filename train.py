@@ -5,6 +5,8 @@
 
 Flags override the chosen factory's values (flags left unset keep them); the
 effective config is saved to RESULTS_DIR/NAME/config.json. See README.md.
+Under ``KERAS_BACKEND=jax`` the same flags train on one device from in-memory
+arrays (``--dataset synthetic|folder``; docs/backends.md).
 """
 
 import sys
@@ -29,6 +31,9 @@ flags.DEFINE_integer("epochs_pretraining", None, "Pre-training epochs (factory d
 flags.DEFINE_integer("epochs_finetuning", None, "Linear-probe epochs (factory default 50).")
 flags.DEFINE_boolean("symmetry", None, "Symmetry regularisation of the predictor.")
 flags.DEFINE_boolean("eigenspace", None, "Track eigenspace alignment of Wp and F.")
+flags.DEFINE_enum("loss", None, list(config_lib.LOSSES),
+                  "Non-contrastive loss: cosine (default; BYOL / SimSiam) or l2, the "
+                  "paper's un-normalised ||Wp W x1 - sg(Wa x2)||^2 (Sec. 3, the linear theory).")
 flags.DEFINE_boolean("one_layer_predictor", None,
                      "Linear predictor trained by SGD (BYOL and SimSiam configs only).")
 flags.DEFINE_string("dataset", None, "cifar10 | stl10 | tf_flowers | any tfds name | "
@@ -70,7 +75,8 @@ flags.DEFINE_float("weight_decay", None, "Weight decay (default 4e-4).")
 flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc (default 0.9).")
 
 #: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
-OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "dataset",
+OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "loss",
+             "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
              "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
              "augment_on",
@@ -112,7 +118,8 @@ def main(argv):
             raise ValueError("--name is required (results go to RESULTS_DIR/NAME).")
         config = make_config({name: FLAGS[name].value for name in
                               (*OVERRIDES, "model", "config", "one_layer_predictor")})
-        from experiments.training import train  # imports TensorFlow: after the flag checks
+        # Imports Keras and its backend (TensorFlow by default): after the flag checks.
+        from experiments.training import train
         metrics = train(config, FLAGS.name, results_dir=FLAGS.results_dir,
                         resume=FLAGS.resume, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
     except ValueError as error:

@@ -3,6 +3,7 @@
     python benchmarks/train_step.py --model directpred --batch_size 128
     python benchmarks/train_step.py --model byol --mixed_precision bfloat16 --reference
     python benchmarks/train_step.py --model simclr --jit_compile --augment_on device
+    python benchmarks/train_step.py --model directpred --backend jax   # KERAS_BACKEND=jax
 
 Random uint8 images in memory go through the package's own two-view pipeline
 (``--augment_on host``) or are augmented inside the step (``device``); the batches
@@ -14,6 +15,10 @@ alternating rounds so that all see the same machine load: the minimal one (forwa
 loss, gradients, optimizer update) and one with the same updates as the package
 (coupled weight decay, EMA, F, Wp, queues); and for DirectPred the eigendecomposition
 of a d x d F on its own.
+``--backend`` picks the Keras backend of this process (``tensorflow``, the default, or
+``jax``: the jitted stateless step of ``models/jax_step.py`` on the same model and
+batches; ``--reference`` is TensorFlow only). One backend per process: run it twice
+to compare.
 The last line is ``images_per_s=<number>`` (images, i.e. two-view pairs, per second)
 of the package's step (median over rounds).
 """
@@ -43,7 +48,9 @@ flags.DEFINE_enum("augment_on", "host", list(config_lib.AUGMENT_ON), "Augmentati
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps (tracing, compilation).")
 flags.DEFINE_integer("steps", 10, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 1, "Timing rounds (medians are reported).")
-flags.DEFINE_boolean("reference", False, "Also time a bare GradientTape step.")
+flags.DEFINE_boolean("reference", False, "Also time a bare GradientTape step (TensorFlow).")
+flags.DEFINE_enum("backend", "tensorflow", ["tensorflow", "jax"],
+                  "Keras backend of this process (set before Keras is imported).")
 
 
 def _timed(step, batches, steps):
@@ -104,12 +111,33 @@ def eigendecomposition_ms(dim, repeats=50):
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def main(argv):
-    del argv
-    import numpy as np
+def cached_batches(config, images, labels, with_labels):
+    """An endless cycle of the package's first pre-training batches (input not timed)."""
+    import itertools
 
+    if FLAGS.backend == "jax":
+        from data_processing import arrays
+        data = arrays.from_arrays(images, labels, images[:1], labels[:1], tuple("abcdefghij"))
+        return itertools.cycle(list(arrays.pretraining_dataset(
+            data, config, shuffle=False, with_labels=with_labels)))
     from data_processing.augmentations import pretraining_dataset
     from data_processing.datasets import from_arrays
+    data = from_arrays(images, labels, images[:1], labels[:1], tuple("abcdefghij"))
+    return iter(pretraining_dataset(data, config, shuffle=False,
+                                    with_labels=with_labels).cache().repeat())
+
+
+def main(argv):
+    del argv
+    if FLAGS.reference and FLAGS.backend != "tensorflow":
+        raise app.UsageError("--reference times bare GradientTape steps: TensorFlow only. "
+                             f"Received: --backend {FLAGS.backend}")
+    existing = os.environ.get("KERAS_BACKEND")
+    if existing and existing != FLAGS.backend:
+        raise app.UsageError(f"KERAS_BACKEND={existing} but --backend {FLAGS.backend}")
+    os.environ["KERAS_BACKEND"] = FLAGS.backend
+    import numpy as np
+
     from models import build_model, build_optimizer
 
     config = config_lib.get_config(
@@ -121,9 +149,7 @@ def main(argv):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, FLAGS.image_size, FLAGS.image_size, 3), np.uint8)
     labels = rng.integers(0, 10, n).astype(np.int64)
-    data = from_arrays(images, labels, images[:1], labels[:1], tuple("abcdefghij"))
-    batches = iter(pretraining_dataset(data, config, shuffle=False,
-                                       with_labels=model.needs_labels).cache().repeat())
+    batches = cached_batches(config, images, labels, model.needs_labels)
     model.compile(optimizer=build_optimizer(config, steps_per_epoch=4),
                   jit_compile=config.jit_compile)
     model.set_total_steps(1000, steps_per_epoch=4)
@@ -143,7 +169,8 @@ def main(argv):
         for label, reference in references.items():
             ref_times[label].append(_timed(reference, batches, FLAGS.steps) / FLAGS.steps)
     step_s = statistics.median(times)
-    print(f"{config.name} batch {FLAGS.batch_size} width {FLAGS.width} {FLAGS.mixed_precision} "
+    print(f"{FLAGS.backend}: {config.name} batch {FLAGS.batch_size} width {FLAGS.width} "
+          f"{FLAGS.mixed_precision} "
           f"jit={FLAGS.jit_compile} augment_on={FLAGS.augment_on}: "
           f"{step_s * 1000:.0f} ms/step (rounds: "
           f"{', '.join(f'{t * 1000:.0f}' for t in times)})")

@@ -32,12 +32,10 @@ from urllib.parse import urlparse
 import numpy as np
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-FOLDER_HINT = (
-    "To train on a local copy instead, use an image folder: "
-    "--dataset folder --data_dir PATH with PATH/train/<class>/*.jpg|png and "
-    "PATH/test/<class>/*.jpg|png (the same class folders in both).")
+from data_processing import sources
+from data_processing.sources import (  # noqa: F401  (re-exported: the public names)
+    FOLDER_HINT, IMAGE_EXTENSIONS, SYNTHETIC_CLASSES, SYNTHETIC_TEST, SYNTHETIC_TRAIN,
+    check_same_size, folder_splits, make_gaussian_views, make_synthetic, subset_indices)
 
 #: Seed of the fixed train/test split of datasets that ship with a single split.
 SPLIT_SEED = 20210601
@@ -74,17 +72,6 @@ class ImageDataset:
 # ---------------------------------------------------------------------------
 # Shared helpers.
 # ---------------------------------------------------------------------------
-
-def subset_indices(num: int, max_examples: Optional[int], seed: int) -> np.ndarray:
-    """Indices of a deterministic subset: a seeded permutation, first ``max_examples``,
-    returned sorted (original order). All indices when ``max_examples`` is None or >= num."""
-    if max_examples is None or max_examples >= num:
-        return np.arange(num)
-    if max_examples < 1:
-        raise ValueError(f"max_examples must be >= 1. Received: {max_examples!r}")
-    perm = np.random.default_rng(seed).permutation(num)
-    return np.sort(perm[:max_examples])
-
 
 def _fit_image(image, size: Optional[int]):
     """uint8 [H, W, C] -> uint8 [size, size, 3]: RGB, shorter side resized to ``size``
@@ -135,73 +122,6 @@ def from_arrays(train_x, train_y, test_x, test_y, class_names, pretrain_x=None) 
 # Synthetic data.
 # ---------------------------------------------------------------------------
 
-SYNTHETIC_CLASSES = ("red_disc", "green_square", "blue_triangle", "yellow_ring",
-                     "magenta_hstripes", "cyan_vstripes", "orange_cross",
-                     "purple_checker", "white_diamond", "olive_diagonal")
-_SYNTHETIC_COLOURS = np.array([
-    [220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 220, 40], [220, 50, 220],
-    [40, 220, 220], [250, 140, 20], [130, 40, 180], [240, 240, 240], [130, 130, 30]],
-    dtype=np.float32)
-SYNTHETIC_TRAIN = 5000
-SYNTHETIC_TEST = 1000
-
-
-def _shape_mask(cls: int, u, v):
-    r = np.sqrt(u * u + v * v)
-    inside = np.maximum(np.abs(u), np.abs(v)) < 0.6
-    if cls == 0:
-        return r < 0.5
-    if cls == 1:
-        return np.maximum(np.abs(u), np.abs(v)) < 0.42
-    if cls == 2:
-        return (v < 0.45) & (np.abs(u) < (v + 0.45) * 0.6)
-    if cls == 3:
-        return (r > 0.28) & (r < 0.52)
-    if cls == 4:
-        return inside & (np.sin(v * np.pi * 3.5) > 0)
-    if cls == 5:
-        return inside & (np.sin(u * np.pi * 3.5) > 0)
-    if cls == 6:
-        return ((np.abs(u) < 0.16) & (np.abs(v) < 0.55)) | ((np.abs(v) < 0.16) & (np.abs(u) < 0.55))
-    if cls == 7:
-        return inside & (np.sin(u * np.pi * 2.5) * np.sin(v * np.pi * 2.5) > 0)
-    if cls == 8:
-        return np.abs(u) + np.abs(v) < 0.55
-    return (r < 0.6) & (np.sin((u + v) * np.pi * 2.5) > 0)
-
-
-def make_synthetic(num: int, image_size: int, seed: int, num_classes: int = 10):
-    """Deterministic class-structured images: per class a colour and a shape/texture,
-    with per-example position, scale and colour jitter, random background and noise.
-    Returns (uint8 [num, S, S, 3], int32 labels) with balanced classes in random order."""
-    if not 1 <= num_classes <= len(SYNTHETIC_CLASSES):
-        raise ValueError(f"synthetic supports 1..{len(SYNTHETIC_CLASSES)} classes. "
-                         f"Received: num_classes={num_classes}")
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(num) % num_classes).astype(np.int32)
-    grid = (np.arange(image_size, dtype=np.float32) + 0.5) / image_size * 2.0 - 1.0
-    yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    images = np.empty((num, image_size, image_size, 3), np.float32)
-    cx = rng.uniform(-0.25, 0.25, num).astype(np.float32)
-    cy = rng.uniform(-0.25, 0.25, num).astype(np.float32)
-    scale = rng.uniform(0.75, 1.2, num).astype(np.float32)
-    background = rng.uniform(0, 110, (num, 3)).astype(np.float32)
-    fg_jitter = rng.uniform(-30, 30, (num, 3)).astype(np.float32)
-    noise = rng.normal(0, 12, images.shape).astype(np.float32)
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        if idx.size == 0:
-            continue
-        u = (xx[None] - cx[idx, None, None]) / scale[idx, None, None]
-        v = (yy[None] - cy[idx, None, None]) / scale[idx, None, None]
-        mask = _shape_mask(c, u, v)[..., None]
-        fg = (_SYNTHETIC_COLOURS[c] + fg_jitter[idx])[:, None, None, :]
-        bg = background[idx][:, None, None, :]
-        images[idx] = np.where(mask, fg, bg)
-    images += noise
-    return np.clip(np.round(images), 0, 255).astype(np.uint8), labels
-
-
 def _load_synthetic(image_size, max_train, max_test, seed) -> ImageDataset:
     size = int(image_size or 32)
     num_train = int(max_train or SYNTHETIC_TRAIN)
@@ -214,31 +134,6 @@ def _load_synthetic(image_size, max_train, max_test, seed) -> ImageDataset:
 # ---------------------------------------------------------------------------
 # Image folder.
 # ---------------------------------------------------------------------------
-
-def _class_folders(split_dir: str):
-    return sorted(e.name for e in os.scandir(split_dir)
-                  if e.is_dir() and not e.name.startswith("."))
-
-
-def _image_files(class_dir: str):
-    return sorted(os.path.join(class_dir, e.name) for e in os.scandir(class_dir)
-                  if e.is_file() and not e.name.startswith(".")
-                  and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
-
-
-def _list_split(root: str, split: str, classes: Sequence[str]):
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        class_dir = os.path.join(root, split, name)
-        files = _image_files(class_dir)
-        if not files:
-            raise ValueError(
-                f"Class folder {class_dir} has no images (expected files ending in "
-                f"{', '.join(IMAGE_EXTENSIONS)}, any case).")
-        paths.extend(files)
-        labels.extend([label] * len(files))
-    return paths, np.asarray(labels, np.int32)
-
 
 def _decode_file(path, size):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -264,10 +159,6 @@ def _map_files(paths, fn, batch):
     return tf.nest.map_structure(lambda *xs: np.concatenate(xs, axis=0), *parts)
 
 
-#: How many undecodable files an error message names (all are counted).
-_BAD_FILES_NAMED = 5
-
-
 def _decode_failure(path):
     """A short reason why ``path`` does not decode (for the few files named)."""
     try:
@@ -284,12 +175,8 @@ def _decode_failure(path):
 
 
 def undecodable_message(paths, bad):
-    """``"N of M image files cannot be decoded: a (reason), b (reason), ... and K more"``."""
-    named = ", ".join(f"{paths[i]} ({_decode_failure(paths[i])})"
-                      for i in bad[:_BAD_FILES_NAMED])
-    more = f", and {len(bad) - _BAD_FILES_NAMED} more" if len(bad) > _BAD_FILES_NAMED else ""
-    return (f"{len(bad)} of {len(paths)} image files cannot be decoded: {named}{more}. "
-            "Remove or replace them.")
+    """``"N of M image files cannot be decoded: a (reason), ..."`` (TF's reasons)."""
+    return sources.undecodable_message(paths, bad, _decode_failure)
 
 
 def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 1024) -> np.ndarray:
@@ -344,43 +231,11 @@ def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 
 
 
 def _load_folder(root, image_size, max_train, max_test, seed) -> ImageDataset:
-    if not root:
-        raise ValueError("--dataset folder needs --data_dir PATH (a folder with "
-                         "PATH/train/<class>/* and PATH/test/<class>/* images).")
-    root = os.path.abspath(os.path.expanduser(str(root)))
-    if not os.path.isdir(root):
-        raise ValueError(f"Image folder {root} does not exist or is not a directory.")
-    for split in ("train", "test"):
-        if not os.path.isdir(os.path.join(root, split)):
-            raise ValueError(f"Image folder {root} has no {split}/ sub-folder "
-                             f"(missing {os.path.join(root, split)}). {FOLDER_HINT}")
-    train_classes = _class_folders(os.path.join(root, "train"))
-    test_classes = _class_folders(os.path.join(root, "test"))
-    if not train_classes:
-        raise ValueError(f"No images: {os.path.join(root, 'train')} has no class sub-folders. "
-                         f"{FOLDER_HINT}")
-    if len(train_classes) < 2:
-        raise ValueError(
-            f"{os.path.join(root, 'train')} has {len(train_classes)} class folder "
-            f"({', '.join(train_classes)}); the linear probe and kNN need at least 2.")
-    if train_classes != test_classes:
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
-        raise ValueError(
-            f"train/ and test/ of {root} must have the same class folders. "
-            f"Only in train: {only_train}; only in test: {only_test}.")
-    splits = {}
-    for split, limit, offset in (("train", max_train, 0), ("test", max_test, 1)):
-        paths, labels = _list_split(root, split, train_classes)
-        keep = subset_indices(len(paths), limit, seed + offset)
-        images = decode_images([paths[i] for i in keep], image_size)
-        splits[split] = (images, labels[keep])
-    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise ValueError(
-            f"train and test images of {root} have different sizes "
-            f"({train_x.shape[1:3]} vs {test_x.shape[1:3]}): pass image_size.")
-    return from_arrays(train_x, train_y, test_x, test_y, train_classes)
+    classes, splits = folder_splits(root, max_train, max_test, seed)
+    train_x = decode_images(splits["train"][0], image_size)
+    test_x = decode_images(splits["test"][0], image_size)
+    check_same_size(root, train_x, test_x)
+    return from_arrays(train_x, splits["train"][1], test_x, splits["test"][1], classes)
 
 
 # ---------------------------------------------------------------------------
@@ -541,12 +396,7 @@ def hold_out_validation(data: ImageDataset, num: int, seed: int) -> ImageDataset
     examples, ``train`` the rest, and pre-training no longer sees them either
     (except STL-10, whose pre-training set is its own train + unlabelled subset).
     """
-    if not 1 <= num < data.num_train:
-        raise ValueError(
-            f"validation_examples must be between 1 and the number of train examples - 1 "
-            f"({data.num_train - 1}). Received: validation_examples={num!r}")
-    held_out = np.zeros(data.num_train, bool)
-    held_out[subset_indices(data.num_train, num, seed + 3)] = True
+    held_out = sources.held_out_mask(data.num_train, num, seed)
     held_out = tf.constant(held_out)
 
     def part(keep_held_out):
@@ -565,37 +415,6 @@ def hold_out_validation(data: ImageDataset, num: int, seed: int) -> ImageDataset
         eval_split="validation")
 
 
-def make_gaussian_views(num: int, dim: int, seed: int, sigma2: float = 0.5,
-                        data_cov=None, aug_cov=None):
-    """Two views of ``num`` flat vectors from the linear theory's data model (paper
-    Sec. 3): ``xbar ~ N(0, X)``, ``x1 = xbar + e1``, ``x2 = xbar + e2``,
-    ``e1, e2 ~ N(0, X')`` independent, so ``E[x1 x1^T] = X + X'`` and
-    ``E[x1 x2^T] = X``. ``X = data_cov`` (default ``I``), ``X' = aug_cov``
-    (default ``sigma2 I``). Seeded; returns float32 ``(x1, x2)`` of shape
-    ``[num, dim]`` (``dataset="gaussian"``, ``backbone="linear"``)."""
-    if int(num) < 1 or int(dim) < 1:
-        raise ValueError("gaussian data needs num >= 1 and dim >= 1. "
-                         f"Received: num={num!r}, dim={dim!r}")
-    if sigma2 < 0:
-        raise ValueError(f"gaussian data needs sigma2 >= 0. Received: sigma2={sigma2!r}")
-    num, dim = int(num), int(dim)
-    covs = []
-    for field, cov, default in (("data_cov", data_cov, np.eye(dim)),
-                                ("aug_cov", aug_cov, sigma2 * np.eye(dim))):
-        cov = default if cov is None else np.asarray(cov, dtype=np.float64)
-        if cov.shape != (dim, dim) or not np.allclose(cov, cov.T) or \
-                np.linalg.eigvalsh(cov).min() < -1e-10:
-            raise ValueError(f"gaussian {field} must be a symmetric positive semi-definite "
-                             f"[{dim}, {dim}] matrix. Received: shape {cov.shape}")
-        vals, vecs = np.linalg.eigh(cov)
-        covs.append(vecs * np.sqrt(np.maximum(vals, 0.0)))  # cov = L L^T
-    rng = np.random.default_rng(seed)
-    xbar = rng.standard_normal((num, dim)) @ covs[0].T
-    x1 = xbar + rng.standard_normal((num, dim)) @ covs[1].T
-    x2 = xbar + rng.standard_normal((num, dim)) @ covs[1].T
-    return x1.astype(np.float32), x2.astype(np.float32)
-
-
 # ---------------------------------------------------------------------------
 # Public entry points.
 # ---------------------------------------------------------------------------
@@ -612,26 +431,13 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
     ``validation_examples`` > 0 the evaluation split is held out of the train
     split (:func:`hold_out_validation`) and the test split is not read.
     """
-    name = str(name).strip()
+    name = sources.check_load_args(name, image_size, max_train_examples, max_test_examples,
+                                   validation_examples)
     if validation_examples:
-        if max_test_examples is not None:
-            raise ValueError(
-                "max_test_examples limits the test split, which a run with "
-                f"validation_examples={validation_examples} does not use. "
-                f"Received: max_test_examples={max_test_examples!r}")
         data = load_dataset(name, data_dir=data_dir, image_size=image_size,
                             max_train_examples=max_train_examples, max_test_examples=1,
                             seed=seed, download=download)
         return hold_out_validation(data, int(validation_examples), seed)
-    for field, value in (("image_size", image_size), ("max_train_examples", max_train_examples),
-                         ("max_test_examples", max_test_examples)):
-        if value is not None and int(value) < 1:
-            raise ValueError(f"{field} must be None or >= 1. Received: {field}={value!r}")
-    if name == "gaussian":
-        raise ValueError("dataset='gaussian' is the linear theory's vector data, sampled "
-                         "in pairs of views by make_gaussian_views (experiments/theory/"
-                         "package_run.py trains on it); it has no images for this "
-                         "pipeline. Received: name='gaussian'")
     if name == "synthetic":
         data = _load_synthetic(image_size, max_train_examples, max_test_examples, seed)
     elif name == "folder":
@@ -639,9 +445,7 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
     else:
         data = _load_tfds(name, data_dir, image_size, max_train_examples, max_test_examples,
                           seed, download)
-    if data.num_classes < 2:
-        raise ValueError(f"Dataset {name!r} has {data.num_classes} class; the linear probe "
-                         "and kNN need at least 2.")
+    sources.check_classes(name, data.num_classes)
     return data
 
 

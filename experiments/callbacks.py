@@ -9,7 +9,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from experiments import eigenspace
@@ -154,10 +153,10 @@ def predictor_matrix(model, z):
     """
     kernel = model.predictor_kernel
     if kernel is not None:
-        return np.asarray(kernel.numpy(), np.float64).T
+        return np.asarray(keras.ops.convert_to_numpy(kernel), np.float64).T
     p = model.predictor(z, training=False)
-    return eigenspace.least_squares_predictor(np.asarray(z, np.float64),
-                                              np.asarray(tf.cast(p, tf.float32), np.float64))
+    return eigenspace.least_squares_predictor(np.asarray(keras.ops.convert_to_numpy(z), np.float64),
+                                              np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(p, "float32")), np.float64))
 
 
 def eigenspace_snapshot(model, probe_images, epoch):
@@ -166,12 +165,12 @@ def eigenspace_snapshot(model, probe_images, epoch):
     ``F`` is the model's running accumulator (the one DirectPred uses); before
     the first step, when it is still empty, ``E[z z^T]`` over the probe batch.
     """
-    z = tf.cast(model.online_projector(model.online_encoder(probe_images, training=False),
-                                       training=False), tf.float32)
+    z = keras.ops.cast(model.online_projector(
+        model.online_encoder(probe_images, training=False), training=False), "float32")
     if int(model.step_counter.numpy()) > 0:
         corr = model.correlation.numpy()
     else:
-        zn = z.numpy().astype(np.float64)
+        zn = keras.ops.convert_to_numpy(z).astype(np.float64)
         corr = zn.T @ zn / len(zn)
     record = eigenspace.eigen_metrics(corr, predictor_matrix(model, z))
     record["epoch"] = int(epoch)

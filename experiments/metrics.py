@@ -1,6 +1,6 @@
 """Evaluation monitors: collapse (normalised std) and weighted kNN accuracy.
 
-TensorFlow is imported lazily, so :func:`normalized_std_np` works without it.
+NumPy and ``keras.ops``: the same code under the TensorFlow and the JAX backend.
 """
 
 import numpy as np
@@ -9,11 +9,6 @@ __all__ = ["normalized_std_np", "normalized_std", "knn_predict", "knn_accuracy"]
 
 # Same floor as tf.math.l2_normalize: x / sqrt(max(sum x^2, eps)).
 _L2_EPSILON = 1e-12
-
-
-def _tf():
-    import tensorflow as tf  # lazy: keep NumPy-only callers free of TF
-    return tf
 
 
 def normalized_std_np(z):
@@ -31,19 +26,19 @@ def normalized_std_np(z):
 
 
 def normalized_std(z):
-    """TensorFlow version of :func:`normalized_std_np` (float32 scalar tensor), the
+    """Backend version of :func:`normalized_std_np` (float32 scalar tensor), the
     one the train step logs as ``z_std``: :func:`models.metrics.normalized_std`."""
-    from models.metrics import normalized_std as in_graph  # lazy: imports TensorFlow
+    from models.metrics import normalized_std as in_graph  # lazy: imports Keras
     return in_graph(z)
 
 
 def _knn_inputs(train_features, train_labels, test_features, num_classes, k,
                 temperature, batch_size):
-    tf = _tf()
-    train = tf.cast(tf.convert_to_tensor(train_features), tf.float32)
-    test = tf.cast(tf.convert_to_tensor(test_features), tf.float32)
+    from keras import ops
+    train = ops.cast(ops.convert_to_tensor(train_features), "float32")
+    test = ops.cast(ops.convert_to_tensor(test_features), "float32")
     labels = np.asarray(train_labels).reshape(-1)
-    if train.shape.rank != 2 or test.shape.rank != 2 or train.shape[1] != test.shape[1]:
+    if len(train.shape) != 2 or len(test.shape) != 2 or train.shape[1] != test.shape[1]:
         raise ValueError("train_features and test_features must be 2-D with the same "
                          f"feature size. Received: shapes {train.shape} and {test.shape}")
     if train.shape[0] == 0:
@@ -58,7 +53,7 @@ def _knn_inputs(train_features, train_labels, test_features, num_classes, k,
     if int(k) < 1 or int(batch_size) < 1 or not float(temperature) > 0:
         raise ValueError("k and batch_size must be >= 1 and temperature > 0. Received: "
                          f"k={k!r}, batch_size={batch_size!r}, temperature={temperature!r}")
-    return tf, train, tf.constant(labels, tf.int32), test
+    return ops, train, ops.convert_to_tensor(labels.astype(np.int32)), test
 
 
 def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
@@ -76,20 +71,24 @@ def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
     constant factor), which leaves the argmax unchanged and avoids float32
     overflow at small temperatures.
     """
-    tf, train, labels, test = _knn_inputs(train_features, train_labels, test_features,
-                                          num_classes, k, temperature, batch_size)
-    train = tf.math.l2_normalize(train, axis=1)
+    ops, train, labels, test = _knn_inputs(train_features, train_labels, test_features,
+                                           num_classes, k, temperature, batch_size)
+
+    def l2_normalize(x):  # as tf.math.l2_normalize
+        return x * ops.rsqrt(ops.maximum(ops.sum(x * x, axis=1, keepdims=True), _L2_EPSILON))
+
+    train = l2_normalize(train)
     k = min(int(k), int(train.shape[0]))
     num_classes, batch_size = int(num_classes), int(batch_size)
     predictions = []
     for start in range(0, int(test.shape[0]), batch_size):
-        chunk = tf.math.l2_normalize(test[start:start + batch_size], axis=1)
-        similarity = tf.matmul(chunk, train, transpose_b=True)        # [b, N]
-        top_sim, top_idx = tf.math.top_k(similarity, k=k)              # [b, k]
-        weights = tf.exp((top_sim - top_sim[:, :1]) / float(temperature))
-        votes = tf.one_hot(tf.gather(labels, top_idx), num_classes, dtype=tf.float32)
-        scores = tf.einsum("bk,bkc->bc", weights, votes)
-        predictions.append(tf.argmax(scores, axis=1, output_type=tf.int64).numpy())
+        chunk = l2_normalize(test[start:start + batch_size])
+        similarity = ops.matmul(chunk, ops.transpose(train))           # [b, N]
+        top_sim, top_idx = ops.top_k(similarity, k=k)                  # [b, k]
+        weights = ops.exp((top_sim - top_sim[:, :1]) / float(temperature))
+        votes = ops.one_hot(ops.take(labels, top_idx), num_classes, dtype="float32")
+        scores = ops.einsum("bk,bkc->bc", weights, votes)
+        predictions.append(ops.convert_to_numpy(ops.argmax(scores, axis=1)).astype(np.int64))
     if not predictions:
         return np.zeros((0,), dtype=np.int64)
     return np.concatenate(predictions)

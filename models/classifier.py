@@ -17,13 +17,17 @@ _FORWARD = weakref.WeakKeyDictionary()
 
 
 def _inference_function(encoder):
-    """One traced inference function per encoder (no retracing per call).
-    TensorFlow seam (``tf.function``); the probe has no JAX path yet."""
-    import tensorflow as tf
+    """One compiled inference function per encoder (no retracing per call): a
+    ``tf.function`` under TensorFlow, ``jax_step.jax_inference`` under JAX."""
     if encoder not in _FORWARD:
-        _FORWARD[encoder] = tf.function(
-            lambda images: tf.cast(encoder(images, training=False), tf.float32),
-            reduce_retracing=True)
+        if keras.backend.backend() == "jax":
+            from models.jax_step import jax_inference
+            _FORWARD[encoder] = jax_inference(encoder)
+        else:
+            import tensorflow as tf
+            _FORWARD[encoder] = tf.function(
+                lambda images: tf.cast(encoder(images, training=False), tf.float32),
+                reduce_retracing=True)
     return _FORWARD[encoder]
 
 
@@ -95,7 +99,7 @@ def extract_features(encoder, dataset):
     features, labels = [], []
     forward = _inference_function(encoder)
     for images, y in dataset:
-        features.append(forward(images).numpy())
+        features.append(np.asarray(ops.convert_to_numpy(forward(images))))
         labels.append(np.asarray(y))
     if not features:
         raise ValueError("extract_features received an empty dataset.")
@@ -107,6 +111,52 @@ def topk_accuracy(logits, labels, k):
     k = min(k, logits.shape[-1])
     topk = np.argsort(-logits, axis=-1)[:, :k]
     return float(np.mean(np.any(topk == np.asarray(labels)[:, None], axis=-1)))
+
+
+def _shuffled_batches(x, y, batch_size, seed):
+    """The probe's epoch: ``(features, labels)`` batches of a seeded permutation, the
+    last one partial. Under TensorFlow tf.data's shuffle (as before the JAX port),
+    under JAX NumPy's."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+        yield from ds.batch(batch_size).as_numpy_iterator()
+        return
+    order = np.random.default_rng(seed).permutation(len(x))
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        yield x[index], y[index]
+
+
+def _probe_loss(network, features, labels):
+    """Mean cross-entropy and logits of the probe's head; the L2 term is added by
+    the caller (``network.linear.losses``)."""
+    logits = network.head(features)
+    loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                                 from_logits=True))
+    return loss, logits
+
+
+def _probe_functions(network, optimizer):
+    """``(step, predict)`` of the probe: one Adam step on a batch -> ``(loss, logits)``,
+    and the head's logits. ``tf.function`` + GradientTape under TensorFlow; under JAX
+    the jitted stateless step of :func:`models.jax_step.jax_probe_functions`."""
+    if keras.backend.backend() == "jax":
+        from models.jax_step import jax_probe_functions
+        return jax_probe_functions(network, optimizer, _probe_loss)
+    import tensorflow as tf  # TensorFlow seam (docs/backends.md)
+    variables = network.linear.trainable_variables
+
+    @tf.function
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            loss, logits = _probe_loss(network, features, labels)
+            total = loss + tf.add_n(network.linear.losses) if network.linear.losses else loss
+        grads = tape.gradient(total, variables)
+        optimizer.apply(grads, variables)
+        return loss, logits
+
+    return step, tf.function(network.head)
 
 
 def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
@@ -125,7 +175,6 @@ def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1. Received: epochs={epochs!r}")
-    import tensorflow as tf  # TensorFlow seam: tf.function / tf.data (docs/backends.md)
     x_train, y_train = (train_data if isinstance(train_data, tuple)
                         else extract_features(encoder, train_data))
     x_test, y_test = (test_data if isinstance(test_data, tuple)
@@ -135,37 +184,19 @@ def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
     keras.utils.set_random_seed(seed)
     network = ClassificationNetwork(encoder, num_classes, feature_mean=mean,
                                     feature_variance=variance, weight_decay=weight_decay)
-    variables = network.linear.trainable_variables
     optimizer = keras.optimizers.Adam(learning_rate)
-    optimizer.build(variables)
-
-    @tf.function
-    def step(features, labels):
-        with tf.GradientTape() as tape:
-            logits = network.head(features)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True))
-            total = loss + tf.add_n(network.linear.losses) if network.linear.losses else loss
-        grads = tape.gradient(total, variables)
-        optimizer.apply(grads, variables)
-        return loss, logits
-
-    @tf.function
-    def predict(features):
-        return network.head(features)
-
-    train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    optimizer.build(network.linear.trainable_variables)
+    step, predict = _probe_functions(network, optimizer)
     history = {"probe_loss": [], "probe_train_top1": [], "probe_test_top1": [],
                "probe_test_top5": []}
     for epoch in range(epochs):
         losses, correct, seen = [], 0, 0
-        for features, labels in train_ds.shuffle(len(x_train), seed=seed + epoch).batch(
-                batch_size):
+        for features, labels in _shuffled_batches(x_train, y_train, batch_size, seed + epoch):
             loss, logits = step(features, labels)
             losses.append(float(loss))
-            correct += int(np.sum(np.argmax(logits.numpy(), -1) == labels.numpy()))
+            correct += int(np.sum(np.argmax(ops.convert_to_numpy(logits), -1) == labels))
             seen += int(labels.shape[0])
-        test_logits = np.concatenate([predict(x_test[i:i + 1024]).numpy()
+        test_logits = np.concatenate([ops.convert_to_numpy(predict(x_test[i:i + 1024]))
                                       for i in range(0, len(x_test), 1024)])
         history["probe_loss"].append(float(np.mean(losses)))
         history["probe_train_top1"].append(correct / max(seen, 1))

@@ -111,3 +111,58 @@ def jax_train_step(model, state, data):
                  _collect(scope, optimizer_vars, optimizer_values),
                  _collect(scope, metrics_vars, metrics_values))
     return logs, new_state
+
+
+def jax_inference(model):
+    """``images -> float32 outputs`` of ``model`` in inference mode, jitted once over
+    the model's current variable values (read at each call, so later weight
+    changes are seen)."""
+
+    @jax.jit
+    def forward(trainable, non_trainable, images):
+        outputs, _ = model.stateless_call(trainable, non_trainable, images, training=False)
+        return keras.ops.cast(outputs, "float32")
+
+    def call(images):
+        return forward([v.value for v in model.trainable_variables],
+                       [v.value for v in model.non_trainable_variables], images)
+
+    return call
+
+
+def jax_probe_functions(network, optimizer, loss_fn):
+    """The linear probe's ``(step, predict)`` under JAX (what ``tf.function`` +
+    GradientTape do under TensorFlow): ``loss_fn(network, features, labels) ->
+    (loss, logits)``; the step adds ``network.linear.losses`` (the coupled L2) and
+    applies ``optimizer`` statelessly, then writes the new values back."""
+    variables = network.linear.trainable_variables
+
+    def total_loss(values, features, labels):
+        with keras.StatelessScope(state_mapping=_mapped(variables, values)):
+            loss, logits = loss_fn(network, features, labels)
+            penalty = sum(network.linear.losses) if network.linear.losses else 0.0
+        return loss + penalty, (loss, logits)
+
+    @jax.jit
+    def jitted_step(values, optimizer_values, features, labels):
+        (_, (loss, logits)), grads = jax.value_and_grad(total_loss, has_aux=True)(
+            values, features, labels)
+        values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, values)
+        return values, optimizer_values, loss, logits
+
+    def step(features, labels):
+        values, optimizer_values, loss, logits = jitted_step(
+            [v.value for v in variables], [v.value for v in optimizer.variables],
+            features, labels)
+        for v, new in zip(variables, values):
+            v.assign(new)
+        for v, new in zip(optimizer.variables, optimizer_values):
+            v.assign(new)
+        return loss, logits
+
+    @jax.jit
+    def jitted_predict(values, features):
+        with keras.StatelessScope(state_mapping=_mapped(variables, values)):
+            return network.head(features)
+
+    return step, lambda features: jitted_predict([v.value for v in variables], features)

@@ -149,7 +149,7 @@ def train_module():
     ("epochs_pretraining", 3, "epochs_pretraining"), ("epochs_finetuning", 4,
                                                       "epochs_finetuning"),
     ("symmetry", True, "symmetry"), ("eigenspace", True, "eigenspace"),
-    ("dataset", "folder", "dataset"), ("data_dir", "/data", "data_dir"),
+    ("loss", "l2", "loss"), ("dataset", "folder", "dataset"), ("data_dir", "/data", "data_dir"),
     ("image_size", 24, "image_size"), ("batch_size", 64, "batch_size"),
     ("max_train_examples", 100, "max_train_examples"),
     ("max_test_examples", 50, "max_test_examples"), ("width", 0.5, "width"),
@@ -173,6 +173,12 @@ def test_every_override_flag_reaches_the_config(train_module, flag, value, field
     config = train_module.make_config(values)
     assert getattr(config, field) == value
     assert getattr(config_lib.get_config(values["model"]), field) != value
+
+
+def test_loss_flag_is_refused_where_the_method_has_no_such_loss(train_module):
+    assert train_module.make_config({"model": "simsiam", "loss": "l2"}).loss == "l2"
+    with pytest.raises(ValueError, match="loss"):
+        train_module.make_config({"model": "simclr", "loss": "l2"})
 
 
 def test_unset_flags_keep_the_factory_values(train_module):

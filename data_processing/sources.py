@@ -1,0 +1,248 @@
+"""Where a dataset's images come from, with no TensorFlow: the seeded subsets, the
+synthetic images, the image-folder listing and its checks, and the linear theory's
+Gaussian vectors. Shared by the tf.data pipelines (``datasets.py``) and the
+in-memory arrays of the JAX backend (``arrays.py``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+FOLDER_HINT = (
+    "To train on a local copy instead, use an image folder: "
+    "--dataset folder --data_dir PATH with PATH/train/<class>/*.jpg|png and "
+    "PATH/test/<class>/*.jpg|png (the same class folders in both).")
+
+
+def subset_indices(num: int, max_examples: Optional[int], seed: int) -> np.ndarray:
+    """Indices of a deterministic subset: a seeded permutation, first ``max_examples``,
+    returned sorted (original order). All indices when ``max_examples`` is None or >= num."""
+    if max_examples is None or max_examples >= num:
+        return np.arange(num)
+    if max_examples < 1:
+        raise ValueError(f"max_examples must be >= 1. Received: {max_examples!r}")
+    perm = np.random.default_rng(seed).permutation(num)
+    return np.sort(perm[:max_examples])
+
+
+
+SYNTHETIC_CLASSES = ("red_disc", "green_square", "blue_triangle", "yellow_ring",
+                     "magenta_hstripes", "cyan_vstripes", "orange_cross",
+                     "purple_checker", "white_diamond", "olive_diagonal")
+_SYNTHETIC_COLOURS = np.array([
+    [220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 220, 40], [220, 50, 220],
+    [40, 220, 220], [250, 140, 20], [130, 40, 180], [240, 240, 240], [130, 130, 30]],
+    dtype=np.float32)
+SYNTHETIC_TRAIN = 5000
+SYNTHETIC_TEST = 1000
+
+
+def _shape_mask(cls: int, u, v):
+    r = np.sqrt(u * u + v * v)
+    inside = np.maximum(np.abs(u), np.abs(v)) < 0.6
+    if cls == 0:
+        return r < 0.5
+    if cls == 1:
+        return np.maximum(np.abs(u), np.abs(v)) < 0.42
+    if cls == 2:
+        return (v < 0.45) & (np.abs(u) < (v + 0.45) * 0.6)
+    if cls == 3:
+        return (r > 0.28) & (r < 0.52)
+    if cls == 4:
+        return inside & (np.sin(v * np.pi * 3.5) > 0)
+    if cls == 5:
+        return inside & (np.sin(u * np.pi * 3.5) > 0)
+    if cls == 6:
+        return ((np.abs(u) < 0.16) & (np.abs(v) < 0.55)) | ((np.abs(v) < 0.16) & (np.abs(u) < 0.55))
+    if cls == 7:
+        return inside & (np.sin(u * np.pi * 2.5) * np.sin(v * np.pi * 2.5) > 0)
+    if cls == 8:
+        return np.abs(u) + np.abs(v) < 0.55
+    return (r < 0.6) & (np.sin((u + v) * np.pi * 2.5) > 0)
+
+
+def make_synthetic(num: int, image_size: int, seed: int, num_classes: int = 10):
+    """Deterministic class-structured images: per class a colour and a shape/texture,
+    with per-example position, scale and colour jitter, random background and noise.
+    Returns (uint8 [num, S, S, 3], int32 labels) with balanced classes in random order."""
+    if not 1 <= num_classes <= len(SYNTHETIC_CLASSES):
+        raise ValueError(f"synthetic supports 1..{len(SYNTHETIC_CLASSES)} classes. "
+                         f"Received: num_classes={num_classes}")
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(num) % num_classes).astype(np.int32)
+    grid = (np.arange(image_size, dtype=np.float32) + 0.5) / image_size * 2.0 - 1.0
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    images = np.empty((num, image_size, image_size, 3), np.float32)
+    cx = rng.uniform(-0.25, 0.25, num).astype(np.float32)
+    cy = rng.uniform(-0.25, 0.25, num).astype(np.float32)
+    scale = rng.uniform(0.75, 1.2, num).astype(np.float32)
+    background = rng.uniform(0, 110, (num, 3)).astype(np.float32)
+    fg_jitter = rng.uniform(-30, 30, (num, 3)).astype(np.float32)
+    noise = rng.normal(0, 12, images.shape).astype(np.float32)
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if idx.size == 0:
+            continue
+        u = (xx[None] - cx[idx, None, None]) / scale[idx, None, None]
+        v = (yy[None] - cy[idx, None, None]) / scale[idx, None, None]
+        mask = _shape_mask(c, u, v)[..., None]
+        fg = (_SYNTHETIC_COLOURS[c] + fg_jitter[idx])[:, None, None, :]
+        bg = background[idx][:, None, None, :]
+        images[idx] = np.where(mask, fg, bg)
+    images += noise
+    return np.clip(np.round(images), 0, 255).astype(np.uint8), labels
+
+
+def _class_folders(split_dir: str):
+    return sorted(e.name for e in os.scandir(split_dir)
+                  if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(class_dir: str):
+    return sorted(os.path.join(class_dir, e.name) for e in os.scandir(class_dir)
+                  if e.is_file() and not e.name.startswith(".")
+                  and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def _list_split(root: str, split: str, classes: Sequence[str]):
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(root, split, name)
+        files = _image_files(class_dir)
+        if not files:
+            raise ValueError(
+                f"Class folder {class_dir} has no images (expected files ending in "
+                f"{', '.join(IMAGE_EXTENSIONS)}, any case).")
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    return paths, np.asarray(labels, np.int32)
+
+
+def folder_splits(root, max_train, max_test, seed):
+    """Checks an image folder ``ROOT/{train,test}/<class>/*`` and lists it: returns
+    ``(class_names, {"train": (paths, labels), "test": (paths, labels)})`` with the
+    seeded ``max_*`` subsets applied. Every check runs before any file is decoded."""
+    if not root:
+        raise ValueError("--dataset folder needs --data_dir PATH (a folder with "
+                         "PATH/train/<class>/* and PATH/test/<class>/* images).")
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root):
+        raise ValueError(f"Image folder {root} does not exist or is not a directory.")
+    for split in ("train", "test"):
+        if not os.path.isdir(os.path.join(root, split)):
+            raise ValueError(f"Image folder {root} has no {split}/ sub-folder "
+                             f"(missing {os.path.join(root, split)}). {FOLDER_HINT}")
+    train_classes = _class_folders(os.path.join(root, "train"))
+    test_classes = _class_folders(os.path.join(root, "test"))
+    if not train_classes:
+        raise ValueError(f"No images: {os.path.join(root, 'train')} has no class sub-folders. "
+                         f"{FOLDER_HINT}")
+    if len(train_classes) < 2:
+        raise ValueError(
+            f"{os.path.join(root, 'train')} has {len(train_classes)} class folder "
+            f"({', '.join(train_classes)}); the linear probe and kNN need at least 2.")
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise ValueError(
+            f"train/ and test/ of {root} must have the same class folders. "
+            f"Only in train: {only_train}; only in test: {only_test}.")
+    splits = {}
+    for split, limit, offset in (("train", max_train, 0), ("test", max_test, 1)):
+        paths, labels = _list_split(root, split, train_classes)
+        keep = subset_indices(len(paths), limit, seed + offset)
+        splits[split] = ([paths[i] for i in keep], labels[keep])
+    return train_classes, splits
+
+
+def check_same_size(root, train_x, test_x):
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ValueError(
+            f"train and test images of {root} have different sizes "
+            f"({train_x.shape[1:3]} vs {test_x.shape[1:3]}): pass image_size.")
+
+
+def make_gaussian_views(num: int, dim: int, seed: int, sigma2: float = 0.5,
+                        data_cov=None, aug_cov=None):
+    """Two views of ``num`` flat vectors from the linear theory's data model (paper
+    Sec. 3): ``xbar ~ N(0, X)``, ``x1 = xbar + e1``, ``x2 = xbar + e2``,
+    ``e1, e2 ~ N(0, X')`` independent, so ``E[x1 x1^T] = X + X'`` and
+    ``E[x1 x2^T] = X``. ``X = data_cov`` (default ``I``), ``X' = aug_cov``
+    (default ``sigma2 I``). Seeded; returns float32 ``(x1, x2)`` of shape
+    ``[num, dim]`` (``dataset="gaussian"``, ``backbone="linear"``)."""
+    if int(num) < 1 or int(dim) < 1:
+        raise ValueError("gaussian data needs num >= 1 and dim >= 1. "
+                         f"Received: num={num!r}, dim={dim!r}")
+    if sigma2 < 0:
+        raise ValueError(f"gaussian data needs sigma2 >= 0. Received: sigma2={sigma2!r}")
+    num, dim = int(num), int(dim)
+    covs = []
+    for field, cov, default in (("data_cov", data_cov, np.eye(dim)),
+                                ("aug_cov", aug_cov, sigma2 * np.eye(dim))):
+        cov = default if cov is None else np.asarray(cov, dtype=np.float64)
+        if cov.shape != (dim, dim) or not np.allclose(cov, cov.T) or \
+                np.linalg.eigvalsh(cov).min() < -1e-10:
+            raise ValueError(f"gaussian {field} must be a symmetric positive semi-definite "
+                             f"[{dim}, {dim}] matrix. Received: shape {cov.shape}")
+        vals, vecs = np.linalg.eigh(cov)
+        covs.append(vecs * np.sqrt(np.maximum(vals, 0.0)))  # cov = L L^T
+    rng = np.random.default_rng(seed)
+    xbar = rng.standard_normal((num, dim)) @ covs[0].T
+    x1 = xbar + rng.standard_normal((num, dim)) @ covs[1].T
+    x2 = xbar + rng.standard_normal((num, dim)) @ covs[1].T
+    return x1.astype(np.float32), x2.astype(np.float32)
+
+
+#: How many undecodable files an error message names (all are counted).
+BAD_FILES_NAMED = 5
+
+
+def undecodable_message(paths, bad, reason):
+    """``"N of M image files cannot be decoded: a (reason), b (reason), ... and K more"``;
+    ``reason(path)`` says why one file fails (only the few named are asked)."""
+    named = ", ".join(f"{paths[i]} ({reason(paths[i])})" for i in bad[:BAD_FILES_NAMED])
+    more = f", and {len(bad) - BAD_FILES_NAMED} more" if len(bad) > BAD_FILES_NAMED else ""
+    return (f"{len(bad)} of {len(paths)} image files cannot be decoded: {named}{more}. "
+            "Remove or replace them.")
+
+
+def check_load_args(name, image_size, max_train_examples, max_test_examples,
+                    validation_examples):
+    """The checks of ``load_dataset``'s arguments that need no data; returns the name."""
+    name = str(name).strip()
+    if validation_examples and max_test_examples is not None:
+        raise ValueError(
+            "max_test_examples limits the test split, which a run with "
+            f"validation_examples={validation_examples} does not use. "
+            f"Received: max_test_examples={max_test_examples!r}")
+    for field, value in (("image_size", image_size), ("max_train_examples", max_train_examples),
+                         ("max_test_examples", max_test_examples)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{field} must be None or >= 1. Received: {field}={value!r}")
+    if name == "gaussian":
+        raise ValueError("dataset='gaussian' is the linear theory's vector data, sampled "
+                         "in pairs of views by make_gaussian_views (experiments/theory/"
+                         "package_run.py trains on it); it has no images for this "
+                         "pipeline. Received: name='gaussian'")
+    return name
+
+
+def check_classes(name, num_classes):
+    if num_classes < 2:
+        raise ValueError(f"Dataset {name!r} has {num_classes} class; the linear probe "
+                         "and kNN need at least 2.")
+
+
+def held_out_mask(num_train, num, seed):
+    """Which train examples ``validation_examples=num`` holds out (a seeded subset)."""
+    if not 1 <= num < num_train:
+        raise ValueError(
+            f"validation_examples must be between 1 and the number of train examples - 1 "
+            f"({num_train - 1}). Received: validation_examples={num!r}")
+    held_out = np.zeros(num_train, bool)
+    held_out[subset_indices(num_train, num, seed + 3)] = True
+    return held_out
