@@ -37,7 +37,7 @@ STEMS = ("auto", "cifar", "imagenet")
 METHODS = ("noncontrastive", "simclr", "supcon", "swav", "moco", "barlow_twins")
 PROJECTORS = ("mlp", "deeper", "none")
 #: ``cosine``: 2 - 2 cos (BYOL, SimSiam); ``l2``: the paper's un-normalised
-#: ``||Wp W x1 - sg(Wa x2)||^2`` (Sec. 3, Eq. 1), for the linear theory.
+#: ``||Wp W x1 - sg(Wa x2)||^2`` (Sec. 2, Eq. 1), for the linear theory.
 LOSSES = ("cosine", "l2")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
@@ -75,7 +75,7 @@ def _computed_predictor(c) -> bool:
 #: naming the field and the run's method (:meth:`Config._check_method_options`): an
 #: option that is accepted and ignored would make a saved config.json lie.
 OPTION_RULES = (
-    # ---- the non-contrastive four (Tian et al. 2021, Sec. 2 and 5) ----
+    # ---- the non-contrastive four (Tian et al. 2021, Sec. 2 and 4) ----
     (("predictor", "eigenspace", "loss"), lambda c: c.method == "noncontrastive",
      "the non-contrastive methods (BYOL, SimSiam, DirectPred, DirectCopy)"),
     (("predictor_hidden_dim",), lambda c: c.method == "noncontrastive" and c.predictor == "mlp",
@@ -120,9 +120,9 @@ OPTION_RULES = (
 class Config:
     """Every hyper-parameter of one pre-training + linear-evaluation run.
 
-    Groups of fields: data, augmentation (paper App. / official code
-    ``data/transforms.py``), network, target branch (EMA), predictor
-    (DirectPred Sec. 5 Eq. 18, DirectCopy), optimisation, linear probe,
+    Groups of fields: data, augmentation (official code ``data/transforms.py``;
+    the paper's App. C gives none), network, target branch (EMA), predictor
+    (DirectPred Sec. 4, Eqns. 18-19, DirectCopy), optimisation, linear probe,
     monitors and numerics. ``replace`` gives a modified copy; construction
     validates every choice field and raises ``ValueError`` naming the bad value.
     """
@@ -481,7 +481,7 @@ def get_byol() -> Config:
 
 def get_eigenspace_experiment() -> Config:
     """BYOL with a one-layer linear predictor, tracking the eigenspace of Wp and F
-    (paper Sec. 3-4: the eigenvectors of Wp and F align during training)."""
+    (paper Sec. 3.1, Theorem 3, Fig. 2: the eigenvectors of Wp and F align during training)."""
     return Config(name="eigenspace_experiment", predictor="linear", eigenspace=True)
 
 
@@ -530,7 +530,7 @@ def get_simsiam_baseline_symmetric() -> Config:
 
 
 def get_direct_pred() -> Config:
-    """DirectPred (paper Sec. 5, Eq. 18), EMA target, Wp recomputed every step."""
+    """DirectPred (paper Sec. 4, Eq. 18), EMA target, Wp recomputed every step."""
     return Config(name="direct_pred", predictor="directpred", predictor_eps=0.1,
                   corr_rho=0.3, predictor_freq=1)
 
@@ -747,7 +747,7 @@ SCALED_DOWN_ROWS = (
     Row("byol", "byol", {}),
     Row("sgd_linear_predictor", "byol_baseline", {"predictor_lr_multiplier": 30.0},
         reason="the published predictor lr (= the encoder's) collapses in 1,560 steps at this "
-               "scale; a 30x relative predictor learning rate (alpha_p of paper Sec. 4, "
+               "scale; a 30x relative predictor learning rate (alpha_p of paper Sec. 3.3, "
                "Fig. 6) does not"),
     Row("directpred", "direct_pred", {"predictor_eps": 0.01},
         reason="the factory's eps 0.1 collapses in one seed of three at this scale; eps 0.01 "

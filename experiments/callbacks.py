@@ -178,7 +178,7 @@ def eigenspace_snapshot(model, probe_images, epoch):
 
 
 class EigenspaceTracker(keras.callbacks.Callback):
-    """Records the spectra of F and Wp and their alignment (paper Sec. 4) at epoch 0
+    """Records the spectra of F and Wp and their alignment (paper Sec. 3.1, Fig. 2) at epoch 0
     and every ``every`` epochs, saving ``eigenspace.npz`` / ``.json`` after each."""
 
     def __init__(self, probe_images, directory, every=5, records=None):

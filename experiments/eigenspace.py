@@ -1,9 +1,9 @@
 """Eigenspace alignment of the predictor ``Wp`` and the correlation ``F`` (NumPy only).
 
-Tian, Chen & Ganguli (ICML 2021), Sec. 4 (Fig. 3/4): with a linear predictor
+Tian, Chen & Ganguli (ICML 2021), Sec. 3.1 (Theorem 3, Fig. 2): with a linear predictor
 trained by gradient descent, ``Wp`` becomes (nearly) symmetric and its
 eigenvectors align with those of ``F = E[z z^T]``, the correlation of the
-projector outputs; DirectPred (Sec. 5) then sets ``Wp`` directly from ``F``.
+projector outputs; DirectPred (Sec. 4, Eq. 18) then sets ``Wp`` directly from ``F``.
 
 Convention: ``Wp`` acts on column vectors, ``p = Wp z`` (a Keras ``Dense``
 kernel ``K`` is ``Wp^T``); ``F`` is ``d x d``.
@@ -53,7 +53,7 @@ def _as_square(name, value):
 
 
 def eigen_metrics(F, Wp):
-    """Spectra of ``F`` and ``Wp`` and their eigenspace alignment (paper Sec. 4, Fig. 3/4).
+    """Spectra of ``F`` and ``Wp`` and their eigenspace alignment (paper Sec. 3.1, Fig. 2).
 
     Returns a dict of float64 arrays:
 
@@ -100,7 +100,7 @@ def least_squares_predictor(z, p, ridge=0.0):
     ``z`` is ``[N, d_in]`` (predictor inputs), ``p`` is ``[N, d_out]`` (its
     outputs on the same batch); returns ``Wp`` of shape ``[d_out, d_in]``.
 
-    Why: Sec. 4's analysis is about a linear ``Wp``. For a 2-layer predictor
+    Why: Sec. 3.1's analysis is about a linear ``Wp``. For a 2-layer predictor
     ``Dense -> BatchNorm -> ReLU -> Dense`` the map is nonlinear and
     data-dependent: BN rescales/shifts every hidden unit by batch statistics
     and ``gamma, beta``, and ReLU gates about half of the units off, so the

@@ -52,7 +52,7 @@ def plot_eigenspace(records, path, title=None, floor=EIGENVALUE_FLOOR):
 
 
 def eigenspace_figure(records, title=None, floor=EIGENVALUE_FLOOR):
-    """Four-panel eigenspace figure (paper Sec. 4, Fig. 3/4; as the original reproduction).
+    """Four-panel eigenspace figure (paper Fig. 2, Sec. 3.1; as the original reproduction).
 
     (a) ``log10 max(eig(F), floor)`` sorted, (b) eigenvalues of ``(Wp+Wp^T)/2``,
     (c) ``cos(u_j, Wp u_j)`` per eigenvector ``u_j`` of ``F``, (d) asymmetry

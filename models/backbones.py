@@ -342,7 +342,7 @@ def efficientnet_b0(*, image_size=32, width=1.0, stem="cifar", dtype=None,
 
 def linear(*, image_size=32, width=1.0, stem="cifar", dtype=None, name="linear",
            synchronized=False):
-    """The paper's linear encoder ``W`` (Sec. 3): one bias-free Dense, no BatchNorm,
+    """The paper's linear encoder ``W`` (Sec. 2): one bias-free Dense, no BatchNorm,
     on flat vectors of length ``image_size`` (``dataset="gaussian"``), with
     ``round(image_size * width)`` outputs. ``stem`` and ``synchronized`` do not
     apply (no convolution, no BatchNorm)."""

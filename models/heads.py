@@ -7,7 +7,7 @@
 - predictor ``mlp``: Dense(hidden) -> BatchNorm -> ReLU -> Dense(out) (BYOL, SimSiam);
   ``linear``: one square Dense without bias, trained by SGD (the paper's
   "SGD baseline"); ``directpred`` / ``directcopy``: the same square layer, but
-  frozen and set from the correlation of the projector outputs (paper Sec. 5).
+  frozen and set from the correlation of the projector outputs (paper Sec. 4).
 
 BatchNorm of the heads is synchronised across replicas like the encoders'
 (``synchronized=None``: when the current ``tf.distribute`` strategy has more than

@@ -31,7 +31,7 @@ def symmetric_loss(p1, z2, p2, z1):
 
 def squared_l2(p, z):
     """Per-example ``||p - sg(z)||^2``, un-normalised: the paper's linear-theory loss
-    (Sec. 3, Eq. 1, without its 1/2). ``z`` is under stop-gradient. Shape [batch]."""
+    (Sec. 2, Eq. 1, without its 1/2). ``z`` is under stop-gradient. Shape [batch]."""
     p = ops.cast(p, "float32")
     z = ops.stop_gradient(ops.cast(z, "float32"))
     return ops.sum(ops.square(p - z), axis=-1)

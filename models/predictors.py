@@ -13,7 +13,7 @@ from models.ops_util import f32
 
 
 def accumulate_correlation(corr, z, rho, initialized, center=False, mean=None):
-    """One step of the correlation accumulator (paper Sec. 5, Eq. 17-18).
+    """One step of the correlation accumulator (paper Sec. 4, Eq. 19).
 
     ``F <- rho F + (1 - rho) E_b[z z^T]``; the very first call (``initialized``
     false) sets ``F = E_b[z z^T]``, as the official ``Accumulator`` does.
@@ -44,7 +44,7 @@ def centered_correlation(corr, mean):
 
 
 def direct_pred_weights(corr, eps=0.1, power=0.5):
-    """DirectPred predictor from the correlation F (paper Sec. 5, Eq. 18).
+    """DirectPred predictor from the correlation F (paper Sec. 4, Eq. 18).
 
     With ``F = U diag(s) U^T`` (``keras.ops.eigh``, float32, in-graph):
     ``p_j = (max(s_j, 0) / s_max) ** power + eps``, clipped below at 1e-4

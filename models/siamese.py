@@ -1,7 +1,7 @@
 """SiameseNetwork: BYOL, SimSiam, DirectPred and DirectCopy as one Keras model.
 
 The non-contrastive four differ only in their predictor and target
-(Tian, Chen & Ganguli 2021, Sec. 2), over the shared step of :class:`SSLModel`:
+(Tian, Chen & Ganguli 2021, Sec. 2 and 4), over the shared step of :class:`SSLModel`:
 
     z1, z2 -> predictor q -> p1, p2
     target: EMA copy of f, g (BYOL, tau > 0) or the online z under stop-gradient
@@ -79,7 +79,7 @@ class SiameseNetwork(SSLModel):
         return loss_fn(p1, t2, p2, t1), {"z1": z1, "z2": z2}
 
     def after_step(self, outputs):
-        """F accumulator, computed predictor, symmetry and EMA (Sec. 5, Eq. 17-18).
+        """F accumulator, computed predictor, symmetry and EMA (Sec. 4, Eqns. 18-19).
 
         F is estimated from the global batch (gathered across replicas) and stored
         with the first replica's value on every replica of a worker (``add_state``),
