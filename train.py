@@ -33,7 +33,7 @@ flags.DEFINE_boolean("symmetry", None, "Symmetry regularisation of the predictor
 flags.DEFINE_boolean("eigenspace", None, "Track eigenspace alignment of Wp and F.")
 flags.DEFINE_enum("loss", None, list(config_lib.LOSSES),
                   "Non-contrastive loss: cosine (default; BYOL / SimSiam) or l2, the "
-                  "paper's un-normalised ||Wp W x1 - sg(Wa x2)||^2 (Sec. 3, the linear theory).")
+                  "paper's un-normalised ||Wp W x1 - sg(Wa x2)||^2 (Sec. 2, Eq. 1).")
 flags.DEFINE_boolean("one_layer_predictor", None,
                      "Linear predictor trained by SGD (BYOL and SimSiam configs only).")
 flags.DEFINE_string("dataset", None, "cifar10 | stl10 | tf_flowers | any tfds name | "
