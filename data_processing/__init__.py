@@ -1,10 +1,33 @@
-"""Input pipeline: datasets (tfds, image folder, synthetic) and batched SSL augmentation."""
+"""Input pipeline: datasets (tfds, image folder, synthetic) and batched SSL augmentation.
 
-from data_processing.augmentations import (AugmentParams, augment_batch, eval_transform,
-                                           evaluation_dataset, pretraining_dataset)
-from data_processing.datasets import ImageDataset, load_dataset, load_dataset_from_config
+The names below are imported lazily (PEP 562), so that the backend-agnostic
+:mod:`data_processing.augment_ops` imports without TensorFlow (the JAX train step
+uses it); :mod:`~data_processing.augmentations` (tf.data, ``tf.random``) and
+:mod:`~data_processing.datasets` (tfds) import TensorFlow when first used.
+"""
 
-__all__ = [
-    "AugmentParams", "augment_batch", "eval_transform", "evaluation_dataset",
-    "pretraining_dataset", "ImageDataset", "load_dataset", "load_dataset_from_config",
-]
+import importlib
+
+_EXPORTS = {
+    "AugmentParams": "augment_ops",
+    "augment_from_uniforms": "augment_ops",
+    "eval_transform": "augment_ops",
+    "augment_batch": "augmentations",
+    "evaluation_dataset": "augmentations",
+    "pretraining_dataset": "augmentations",
+    "ImageDataset": "datasets",
+    "load_dataset": "datasets",
+    "load_dataset_from_config": "datasets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"data_processing.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'data_processing' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
