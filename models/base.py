@@ -126,7 +126,7 @@ class SSLModel(keras.Model):
         self.steps_per_epoch = self.add_state("steps_per_epoch", (), "int64")
         self._augment_params = None
         if config.augment_on == "device":
-            from data_processing.augmentations import AugmentParams
+            from data_processing.augment_ops import AugmentParams
             self._augment_params = AugmentParams.from_config(config)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.z_std_tracker = keras.metrics.Mean(name="z_std")
@@ -228,14 +228,18 @@ class SSLModel(keras.Model):
                 data = data[0]
         labels = None
         if self._augment_params is not None:
-            from data_processing.augmentations import augment_batch
             images = data
             if isinstance(data, (tuple, list)):
                 images, labels = data[0], (data[1] if len(data) > 1 else None)
-            # Stateless draws seeded by (seed, replica, step): restored with the step counter.
-            seed1, seed2 = tf_seam.device_augmentation_seeds(self.config.seed, self.step_counter)
-            x1 = augment_batch(images, self._augment_params, seed1)
-            x2 = augment_batch(images, self._augment_params, seed2)
+            # Stateless draws from (seed, step; TF: and the replica), so a run restored
+            # with its step counter draws the same views. The same recipe
+            # (data_processing.augment_ops) on both backends, different generators.
+            if keras.backend.backend() == "jax":
+                from models import jax_seam as seam
+            else:
+                seam = tf_seam
+            x1, x2 = seam.device_augmented_views(images, self._augment_params,
+                                                 self.config.seed, self.step_counter)
         else:
             if (isinstance(data, (tuple, list)) and len(data) == 2
                     and isinstance(data[0], (tuple, list))):

@@ -5,6 +5,10 @@ with ``state = (trainable, non_trainable, optimizer, metrics)`` values and the
 model's variables purged; the step returns ``(logs, new_state)``. This step does
 what :func:`models.tf_seam.tf_train_step` does, in the same order:
 
+0. the views (:meth:`~models.base.SSLModel.unpack_batch`; with
+   ``augment_on="device"`` two augmentations of the raw batch drawn from (seed,
+   step counter), :func:`models.jax_seam.device_augmented_views`) in a
+   ``StatelessScope`` over the state, where the counter reads its state value;
 1. forward and loss under ``jax.value_and_grad`` of a stateless call
    (:meth:`~models.base.SSLModel.compute_ssl_loss` in a ``StatelessScope`` over
    the whole state): the loss, the outputs, the new non-trainable values (BN
@@ -49,11 +53,13 @@ def jax_train_step(model, state, data):
     optimizer = model.optimizer
     optimizer_vars = optimizer.variables
     metrics_vars = model.metrics_variables
-    if model._augment_params is not None:
-        raise ValueError("augment_on='device' is not available under the JAX backend yet "
-                         "(data_processing.augmentations is TensorFlow). "
-                         "Received: augment_on='device'")
-    x1, x2, labels = model.unpack_batch(data)
+    # 0. The views (augment_on="device": two augmentations of the raw batch, drawn from
+    #    (seed, step counter)); a stateless scope, so the counter reads its state value.
+    mapping = (_mapped(trainable_vars, trainable) + _mapped(non_trainable_vars, non_trainable)
+               + _mapped(optimizer_vars, optimizer_values)
+               + _mapped(metrics_vars, metrics_values))
+    with keras.StatelessScope(state_mapping=mapping):
+        x1, x2, labels = model.unpack_batch(data)
     pairs = model.trainable_with_decay()
     index = {id(v): i for i, v in enumerate(trainable_vars)}
     if sorted(index) != sorted(id(v) for v, _ in pairs) or len(pairs) != len(index):

@@ -41,6 +41,16 @@ def device_augmentation_seeds(seed, step_counter):
     return first, first + tf.constant([0, 1], tf.int64)
 
 
+def device_augmented_views(images, params, seed, step_counter):
+    """The two augmented views of raw ``images`` at step ``step_counter`` (TensorFlow:
+    ``augment_batch``'s XLA stages, seeded by :func:`device_augmentation_seeds`).
+    :func:`models.jax_seam.device_augmented_views` is the JAX twin."""
+    from data_processing.augmentations import augment_batch
+
+    seed1, seed2 = device_augmentation_seeds(seed, step_counter)
+    return augment_batch(images, params, seed1), augment_batch(images, params, seed2)
+
+
 def cross_replica_gather(x):
     """``x`` of every replica concatenated along the batch axis (identity on one
     device). Used by losses that need the global batch (F, negatives, C)."""
