@@ -220,7 +220,9 @@ def pretraining_dataset(data: ArrayDataset, config, *, with_labels=False, epoch=
                         (2 * batch, NUM_UNIFORMS), np.float32)
                     views = augment(np.concatenate([x, x]), u)
                     x = (views[:batch], views[batch:])
-                yield x if labels is None else (x, labels[index])
+                # Keras takes tuples from a generator: (images,) for raw images.
+                yield (x,) if labels is None and augment is None else (
+                    x if labels is None else (x, labels[index]))
 
     return batches()
 

@@ -328,7 +328,8 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
             data, config, with_labels=_needs_labels(config), epoch=start,
             stop_epoch=config.epochs_pretraining), strategy)
         model.fit(pretrain_data, epochs=config.epochs_pretraining, initial_epoch=start,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the pipeline orders the batches itself
     safe_io.save_via_scratch(run.encoder_weights, model.online_encoder.save_weights)
     safe_io.save_via_scratch(run.encoder_model, model.online_encoder.save)
     safe_io.save_via_scratch(run.siamese_weights, model.save_weights)

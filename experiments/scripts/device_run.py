@@ -18,7 +18,7 @@ For a machine with JAX and a GPU but no TensorFlow and no network (docs/backends
    ``OUT/run/`` the results folder of ``train.py``.
 
     python experiments/scripts/device_run.py --wheels .whl \\
-        --data shared/cifar10-jpeg.tar.gz --out $OUT --budget_s 330
+        --data .device_data/cifar10-jpeg.tar.gz --out $OUT --budget_s 300
 """
 
 import argparse
@@ -42,7 +42,7 @@ def parse_args(argv=None):
                         help="CIFAR-10 image-folder tarball (*.tar.gz) or unpacked folder")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--wheels", default=None, help="folder of wheels to install first")
-    parser.add_argument("--budget_s", type=float, default=330.0,
+    parser.add_argument("--budget_s", type=float, default=300.0,
                         help="wall-clock budget of pre-training, seconds")
     parser.add_argument("--epochs", type=int, default=100, help="planned epochs (paper: 100)")
     parser.add_argument("--batch_size", type=int, default=512)
@@ -92,12 +92,14 @@ def image_folder(data):
 def make_config(args, data_dir):
     import config as config_lib
     lr = PUBLISHED_LR * args.batch_size / PUBLISHED_BATCH
+    optional = {name: getattr(args, name) for name in
+                ("image_size", "max_train_examples", "max_test_examples")
+                if getattr(args, name) is not None}
     return config_lib.get_config(
         "direct_pred", dataset="folder", data_dir=data_dir, batch_size=args.batch_size,
         learning_rate=lr, epochs_pretraining=args.epochs, epochs_finetuning=args.probe_epochs,
         mixed_precision=args.mixed_precision, width=args.width, augment_on="device",
-        jit_compile=True, knn_every=0, image_size=args.image_size,
-        max_train_examples=args.max_train_examples, max_test_examples=args.max_test_examples)
+        jit_compile=True, knn_every=0, **optional)
 
 
 def budget_callback(budget_s):
