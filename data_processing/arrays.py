@@ -148,12 +148,9 @@ def load_dataset(name="synthetic", *, data_dir=None, image_size=None,
             from_arrays(x[~held_out], y[~held_out], x[held_out], y[held_out],
                         data.class_names), eval_split="validation")
     if name == "synthetic":
-        size = int(image_size or 32)
-        train = sources.make_synthetic(int(max_train_examples or sources.SYNTHETIC_TRAIN),
-                                       size, seed=seed * 2 + 0)
-        test = sources.make_synthetic(int(max_test_examples or sources.SYNTHETIC_TEST),
-                                      size, seed=seed * 2 + 1)
-        data = from_arrays(*train, *test, sources.SYNTHETIC_CLASSES)
+        data = from_arrays(*sources.synthetic_splits(image_size, max_train_examples,
+                                                     max_test_examples, seed),
+                           sources.SYNTHETIC_CLASSES)
     else:
         data = _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed)
     sources.check_classes(name, data.num_classes)
@@ -161,10 +158,7 @@ def load_dataset(name="synthetic", *, data_dir=None, image_size=None,
 
 
 def load_dataset_from_config(config) -> ArrayDataset:
-    return load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-                        max_train_examples=config.max_train_examples,
-                        max_test_examples=config.max_test_examples, seed=config.seed,
-                        validation_examples=config.validation_examples)
+    return load_dataset(config.dataset, **sources.load_args(config))
 
 
 # ---------------------------------------------------------------------------
@@ -190,19 +184,9 @@ def pretraining_dataset(data: ArrayDataset, config, *, with_labels=False, epoch=
     ``augment_on="host"``, raw uint8 batches with ``"device"``; with labels
     ``((view1, view2), labels)`` / ``(images, labels)``."""
     from data_processing.augment_ops import NUM_UNIFORMS, AugmentParams
-    batch = int(config.batch_size)
     images, labels = data.train if with_labels else (data.pretrain, None)
     num = len(images)
-    if num < batch:
-        raise ValueError(
-            f"The pre-training set has fewer examples ({num}) than one batch "
-            f"(batch_size={batch}); lower batch_size or use more examples.")
-    if config.augment_on not in ("host", "device"):
-        raise ValueError(f"augment_on must be 'host' or 'device'. Received: {config.augment_on!r}")
-    last = epoch + 1 if stop_epoch is None else int(stop_epoch)
-    if epoch < 0 or last < epoch:
-        raise ValueError(f"Need 0 <= epoch <= stop_epoch. Received: epoch={epoch}, "
-                         f"stop_epoch={stop_epoch}")
+    batch, epoch, last = sources.check_pretraining_args(config, num, epoch, stop_epoch)
     seed, steps = int(config.seed), num // batch
     augment = None
     if config.augment_on == "host":

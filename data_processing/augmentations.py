@@ -38,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from data_processing import augment_ops
+from data_processing.sources import check_pretraining_args
 # The recipe and its parameters live in the backend-agnostic augment_ops (keras.ops:
 # tf ops under TensorFlow); re-exported here, where they have always been imported from.
 from data_processing.augment_ops import (NUM_UNIFORMS, AugmentParams,  # noqa: F401
@@ -162,18 +163,8 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
     :func:`augment_batch`. ``intra_op_parallelism``: tf.data
     ``max_intra_op_parallelism`` of the host pipeline (None: TensorFlow's default).
     """
-    batch = int(config.batch_size)
     num = int(data.num_train if with_labels else data.num_pretrain)
-    if num < batch:
-        raise ValueError(
-            f"The pre-training set has fewer examples ({num}) than one batch "
-            f"(batch_size={batch}); lower batch_size or use more examples.")
-    if config.augment_on not in ("host", "device"):
-        raise ValueError(f"augment_on must be 'host' or 'device'. Received: {config.augment_on!r}")
-    epoch = int(epoch)
-    if epoch < 0 or (stop_epoch is not None and int(stop_epoch) < epoch):
-        raise ValueError(f"Need 0 <= epoch <= stop_epoch. Received: epoch={epoch}, "
-                         f"stop_epoch={stop_epoch}")
+    batch, epoch, last = check_pretraining_args(config, num, epoch, stop_epoch)
     seed = int(config.seed) if seed is None else int(seed)
     source = data.train if with_labels else data.pretrain
     buffer = _shuffle_buffer(data, num)
@@ -188,7 +179,6 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
             ds = ds.shuffle(buffer, seed=seed * _EPOCH_SEEDS + e, reshuffle_each_iteration=False)
         return ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
 
-    last = epoch + 1 if stop_epoch is None else int(stop_epoch)
     if last == epoch:
         ds = source.take(0).batch(batch, drop_remainder=True)
     else:

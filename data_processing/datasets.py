@@ -123,12 +123,8 @@ def from_arrays(train_x, train_y, test_x, test_y, class_names, pretrain_x=None) 
 # ---------------------------------------------------------------------------
 
 def _load_synthetic(image_size, max_train, max_test, seed) -> ImageDataset:
-    size = int(image_size or 32)
-    num_train = int(max_train or SYNTHETIC_TRAIN)
-    num_test = int(max_test or SYNTHETIC_TEST)
-    train_x, train_y = make_synthetic(num_train, size, seed=seed * 2 + 0)
-    test_x, test_y = make_synthetic(num_test, size, seed=seed * 2 + 1)
-    return from_arrays(train_x, train_y, test_x, test_y, SYNTHETIC_CLASSES)
+    return from_arrays(*sources.synthetic_splits(image_size, max_train, max_test, seed),
+                       SYNTHETIC_CLASSES)
 
 
 # ---------------------------------------------------------------------------
@@ -451,7 +447,4 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
 
 def load_dataset_from_config(config) -> ImageDataset:
     """:func:`load_dataset` with the data fields of a :class:`config.Config`."""
-    return load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-                        max_train_examples=config.max_train_examples,
-                        max_test_examples=config.max_test_examples, seed=config.seed,
-                        validation_examples=config.validation_examples)
+    return load_dataset(config.dataset, **sources.load_args(config))

@@ -246,3 +246,36 @@ def held_out_mask(num_train, num, seed):
     held_out = np.zeros(num_train, bool)
     held_out[subset_indices(num_train, num, seed + 3)] = True
     return held_out
+
+
+def synthetic_splits(image_size, max_train, max_test, seed):
+    """``(train_x, train_y, test_x, test_y)`` of the ``synthetic`` dataset."""
+    size = int(image_size or 32)
+    train = make_synthetic(int(max_train or SYNTHETIC_TRAIN), size, seed=seed * 2 + 0)
+    test = make_synthetic(int(max_test or SYNTHETIC_TEST), size, seed=seed * 2 + 1)
+    return (*train, *test)
+
+
+def load_args(config):
+    """The keyword arguments of ``load_dataset`` (either input path) from a Config."""
+    return dict(data_dir=config.data_dir, image_size=config.image_size,
+                max_train_examples=config.max_train_examples,
+                max_test_examples=config.max_test_examples, seed=config.seed,
+                validation_examples=config.validation_examples)
+
+
+def check_pretraining_args(config, num, epoch, stop_epoch):
+    """The checks of ``pretraining_dataset`` (either input path); returns
+    ``(batch_size, first_epoch, stop_epoch)``."""
+    batch = int(config.batch_size)
+    if num < batch:
+        raise ValueError(
+            f"The pre-training set has fewer examples ({num}) than one batch "
+            f"(batch_size={batch}); lower batch_size or use more examples.")
+    if config.augment_on not in ("host", "device"):
+        raise ValueError(f"augment_on must be 'host' or 'device'. Received: {config.augment_on!r}")
+    epoch = int(epoch)
+    if epoch < 0 or (stop_epoch is not None and int(stop_epoch) < epoch):
+        raise ValueError(f"Need 0 <= epoch <= stop_epoch. Received: epoch={epoch}, "
+                         f"stop_epoch={stop_epoch}")
+    return batch, epoch, epoch + 1 if stop_epoch is None else int(stop_epoch)

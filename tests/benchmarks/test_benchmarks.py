@@ -42,3 +42,14 @@ def test_input_pipeline_benchmark_prints_pairs_per_second():
     line = last_line("input_pipeline.py", "--num_images", "256", "--batch_size", "32",
                      "--warmup", "1", "--batches", "2", "--noxla")
     assert re.fullmatch(r"pairs_per_s=\d+(\.\d+)?", line), line
+
+
+def test_train_step_benchmark_under_jax_and_refusals():
+    lines = output("train_step.py", "--model", "directpred", "--backend", "jax", *TINY_STEP)
+    assert re.fullmatch(r"images_per_s=\d+(\.\d+)?", lines[-1]), lines[-1]
+    assert lines[-2].startswith("jax: direct_pred batch 8"), lines[-2]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"),
+                           "--backend", "jax", "--reference", *TINY_STEP],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode != 0 and "TensorFlow only" in done.stderr, done.stderr[-2000:]
