@@ -204,11 +204,19 @@ def pretraining_dataset(data: ArrayDataset, config, *, with_labels=False, epoch=
                         (2 * batch, NUM_UNIFORMS), np.float32)
                     views = augment(np.concatenate([x, x]), u)
                     x = (views[:batch], views[batch:])
-                # Keras takes tuples from a generator: (images,) for raw images.
-                yield (x,) if labels is None and augment is None else (
-                    x if labels is None else (x, labels[index]))
+                if labels is not None:
+                    yield x, labels[index]
+                elif augment is not None:
+                    yield x  # (view1, view2)
+                else:
+                    yield (x,)  # Keras takes tuples from a generator: (images,)
 
     return batches()
+
+
+def _eval_transform(config):
+    from data_processing.augment_ops import AugmentParams
+    return _jitted("eval", AugmentParams.from_config(config))
 
 
 class _EvaluationBatches:
@@ -227,12 +235,10 @@ class _EvaluationBatches:
 def evaluation_dataset(split, config, batch_size=None):
     """``(eval_transform(images), labels)`` batches of ``split = (images, labels)``
     (re-iterable, last batch kept); ``batch_size`` defaults to ``config.batch_size``."""
-    from data_processing.augment_ops import AugmentParams
-    transform = _jitted("eval", AugmentParams.from_config(config))
-    return _EvaluationBatches(split, transform, int(batch_size or config.batch_size))
+    return _EvaluationBatches(split, _eval_transform(config),
+                              int(batch_size or config.batch_size))
 
 
 def probe_images(data: ArrayDataset, config, num):
     """The first ``num`` train images, eval-transformed (the eigenspace probe batch)."""
-    from data_processing.augment_ops import AugmentParams
-    return _jitted("eval", AugmentParams.from_config(config))(data.train[0][:num])
+    return _eval_transform(config)(data.train[0][:num])

@@ -22,6 +22,7 @@ Results folder ``RESULTS_DIR/NAME/``::
     training_curves.png, eigenspace.png
 """
 
+import contextlib
 import csv
 import io
 import json
@@ -30,8 +31,6 @@ import os
 import shutil
 import tempfile
 import time
-
-import contextlib
 import types
 
 import keras

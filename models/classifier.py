@@ -113,19 +113,22 @@ def topk_accuracy(logits, labels, k):
     return float(np.mean(np.any(topk == np.asarray(labels)[:, None], axis=-1)))
 
 
-def _shuffled_batches(x, y, batch_size, seed):
-    """The probe's epoch: ``(features, labels)`` batches of a seeded permutation, the
-    last one partial. Under TensorFlow tf.data's shuffle (as before the JAX port),
-    under JAX NumPy's."""
+def _shuffled_epochs(x, y, batch_size):
+    """``epoch(seed)`` -> the probe's ``(features, labels)`` batches of one epoch, a
+    seeded permutation with the last batch partial. Under TensorFlow tf.data's shuffle
+    of one dataset built once (as before the JAX port), under JAX NumPy's."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
-        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-        yield from ds.batch(batch_size).as_numpy_iterator()
-        return
-    order = np.random.default_rng(seed).permutation(len(x))
-    for start in range(0, len(x), batch_size):
-        index = order[start:start + batch_size]
-        yield x[index], y[index]
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        return lambda seed: ds.shuffle(len(x), seed=seed).batch(batch_size).as_numpy_iterator()
+
+    def epoch(seed):
+        order = np.random.default_rng(seed).permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            index = order[start:start + batch_size]
+            yield x[index], y[index]
+
+    return epoch
 
 
 def _probe_loss(network, features, labels):
@@ -187,11 +190,12 @@ def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(network.linear.trainable_variables)
     step, predict = _probe_functions(network, optimizer)
+    train_epoch = _shuffled_epochs(x_train, y_train, batch_size)
     history = {"probe_loss": [], "probe_train_top1": [], "probe_test_top1": [],
                "probe_test_top5": []}
     for epoch in range(epochs):
         losses, correct, seen = [], 0, 0
-        for features, labels in _shuffled_batches(x_train, y_train, batch_size, seed + epoch):
+        for features, labels in train_epoch(seed + epoch):
             loss, logits = step(features, labels)
             losses.append(float(loss))
             correct += int(np.sum(np.argmax(ops.convert_to_numpy(logits), -1) == labels))

@@ -53,12 +53,19 @@ def jax_train_step(model, state, data):
     optimizer = model.optimizer
     optimizer_vars = optimizer.variables
     metrics_vars = model.metrics_variables
+
+    def state_mapping(trainable_values, non_trainable_values, optimizer_values,
+                      metrics_values):
+        """``(variable, value)`` of the whole state, for a ``StatelessScope``."""
+        return (_mapped(trainable_vars, trainable_values)
+                + _mapped(non_trainable_vars, non_trainable_values)
+                + _mapped(optimizer_vars, optimizer_values)
+                + _mapped(metrics_vars, metrics_values))
+
     # 0. The views (augment_on="device": two augmentations of the raw batch, drawn from
     #    (seed, step counter)); a stateless scope, so the counter reads its state value.
-    mapping = (_mapped(trainable_vars, trainable) + _mapped(non_trainable_vars, non_trainable)
-               + _mapped(optimizer_vars, optimizer_values)
-               + _mapped(metrics_vars, metrics_values))
-    with keras.StatelessScope(state_mapping=mapping):
+    with keras.StatelessScope(state_mapping=state_mapping(
+            trainable, non_trainable, optimizer_values, metrics_values)):
         x1, x2, labels = model.unpack_batch(data)
     pairs = model.trainable_with_decay()
     index = {id(v): i for i, v in enumerate(trainable_vars)}
@@ -70,10 +77,8 @@ def jax_train_step(model, state, data):
 
     # 1. Forward, loss and gradients: a stateless call over the whole state.
     def forward(trainable_values, non_trainable_values):
-        mapping = (_mapped(trainable_vars, trainable_values)
-                   + _mapped(non_trainable_vars, non_trainable_values)
-                   + _mapped(optimizer_vars, optimizer_values)
-                   + _mapped(metrics_vars, metrics_values))
+        mapping = state_mapping(trainable_values, non_trainable_values, optimizer_values,
+                                metrics_values)
         with keras.StatelessScope(state_mapping=mapping) as scope:
             loss, outputs = model.compute_ssl_loss(x1, x2, labels, training=True)
             scaled_loss = optimizer.scale_loss(loss)  # one replica per process
@@ -86,9 +91,8 @@ def jax_train_step(model, state, data):
 
     # 2. Coupled decay and the method's adjustments, in trainable_with_decay's order
     #    (as the TF step), on the values before the update.
-    mapping = (_mapped(trainable_vars, trainable) + _mapped(non_trainable_vars, non_trainable)
-               + _mapped(optimizer_vars, optimizer_values))
-    with keras.StatelessScope(state_mapping=mapping):
+    with keras.StatelessScope(state_mapping=state_mapping(
+            trainable, non_trainable, optimizer_values, metrics_values)):
         variables = [v for v, _ in pairs]
         ordered = [grads[i] for i in order]
         ordered = model.adjust_gradients(model.decayed_gradients(ordered, pairs), variables)
@@ -105,9 +109,7 @@ def jax_train_step(model, state, data):
                                                             trainable)
 
     # 4. After-step updates and metrics on the updated state.
-    mapping = (_mapped(trainable_vars, trainable) + _mapped(non_trainable_vars, non_trainable)
-               + _mapped(optimizer_vars, optimizer_values)
-               + _mapped(metrics_vars, metrics_values))
+    mapping = state_mapping(trainable, non_trainable, optimizer_values, metrics_values)
     with jax.default_matmul_precision("highest"):
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = model.finish_step(loss, outputs)
