@@ -84,17 +84,34 @@ def _decode_failure(path):
     return "decodes on its own; failed in the batch"
 
 
+def _first_size(paths):
+    """The size of the first decodable image, which must be square."""
+    for path in paths:
+        try:
+            first = _decode_file(path, None)
+        except Exception:  # noqa: BLE001 -- counted and named by the full pass
+            continue
+        if first.shape[0] != first.shape[1]:
+            raise ValueError(f"Image {path} is {first.shape[0]}x{first.shape[1]}, not "
+                             "square: pass image_size to resize and centre-crop the images.")
+        return int(first.shape[0])
+    raise ValueError(sources.undecodable_message(paths, list(range(len(paths))),
+                                                 _decode_failure))
+
+
 def decode_images(paths: Sequence[str], image_size: Optional[int]) -> np.ndarray:
-    """Decodes image files into one uint8 [N, S, S, 3] array (threads over files).
-    ``image_size`` None: the size of the first image, which must be square. Every
+    """Decodes image files into one uint8 [N, S, S, 3] array (threads over files),
+    as :func:`datasets.decode_images`: ``image_size`` None is the size of the first
+    decodable image (square), and files of another size are resized to it. Every
     file is tried; a ValueError counts all undecodable files and names a few."""
     paths = list(paths)
     if not paths:
         raise ValueError("No image files to decode.")
+    size = _first_size(paths) if image_size is None else image_size
 
     def decode(path):
         try:
-            return _decode_file(path, image_size)
+            return _decode_file(path, size)
         except Exception:  # noqa: BLE001 -- counted and named below
             return None
 
@@ -103,16 +120,6 @@ def decode_images(paths: Sequence[str], image_size: Optional[int]) -> np.ndarray
     bad = [i for i, image in enumerate(images) if image is None]
     if bad:
         raise ValueError(sources.undecodable_message(paths, bad, _decode_failure))
-    if image_size is None:
-        first = images[0]
-        if first.shape[0] != first.shape[1]:
-            raise ValueError(f"Image {paths[0]} is {first.shape[0]}x{first.shape[1]}, not "
-                             "square: pass image_size to resize and centre-crop the images.")
-        for path, image in zip(paths, images):
-            if image.shape != first.shape:
-                raise ValueError(f"Image {path} is {image.shape[0]}x{image.shape[1]}, "
-                                 f"{paths[0]} is {first.shape[0]}x{first.shape[1]}: pass "
-                                 "image_size to resize and centre-crop the images.")
     return np.stack(images)
 
 

@@ -89,3 +89,12 @@ def test_non_square_images_need_image_size(tmp_path):
     root = _write_folder(tmp_path / "f", size=(20, 24))
     with pytest.raises(ValueError, match="not square: pass image_size"):
         arrays.load_dataset("folder", data_dir=str(root))
+
+
+def test_without_image_size_other_sizes_are_resized_to_the_first_as_tf_does(tmp_path):
+    root = _write_folder(tmp_path / "f", size=(16, 16))
+    Image.fromarray(np.full((20, 24, 3), 128, np.uint8)).save(root / "train" / "b" / "9.png")
+    ours = arrays.load_dataset("folder", data_dir=str(root))
+    x, _ = _tf_arrays(datasets.load_dataset("folder", data_dir=str(root)).train)
+    assert ours.train[0].shape == x.shape == (11, 16, 16, 3)
+    np.testing.assert_array_equal(ours.train[0][-1], x[-1])  # the resized one (flat grey)
