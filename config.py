@@ -20,13 +20,19 @@ import json
 from typing import Callable, NamedTuple, Optional, Tuple
 
 #: Format of config.json. 2: every option a run does not use is refused
-#: (:data:`OPTION_RULES`). Version 1 files are read by :meth:`Config.from_dict`, which resets
-#: such options to their defaults: the run that wrote them did not use them.
-CONFIG_VERSION = 2
+#: (:data:`OPTION_RULES`). 3: the network constants (``weight_init``, ``bn_epsilon``,
+#: ``bn_momentum``, ``predictor_bn_affine``) and ``predictor_trained_between`` are fields.
+#: Older files are read by :meth:`Config.from_dict` (:func:`_upgrade`): version 1 options the
+#: run did not use are reset to their defaults, and the fields new in version 3 get the values
+#: the package used before them, so an old config.json still describes the run that wrote it.
+CONFIG_VERSION = 3
 
-#: CIFAR-10 per-channel mean and std used to normalise images (official code).
+#: CIFAR-10 per-channel mean and std of the official DirectPred code (luckmatters
+#: ``ssl/real-dataset/data/transforms.py``: ``Normalize([0.4914, 0.4822, 0.4465],
+#: [0.2023, 0.1994, 0.2010])``; docs/recipes.md). Before config version 3 the default std was
+#: the per-pixel std of the CIFAR-10 train set, (0.2470, 0.2435, 0.2616).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 #: Encoders of ``models/backbones.py`` (``train.py --backbone``).
 BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121", "efficientnet_b0",
@@ -42,6 +48,10 @@ LOSSES = ("cosine", "l2")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
 TARGET_INITS = ("copy", "independent")
+#: ``torch``: PyTorch's initialisers, as the official code's networks (torchvision ResNet:
+#: Kaiming-normal fan-out convolutions; ``nn.Conv2d`` / ``nn.Linear`` defaults elsewhere);
+#: ``keras``: Keras's defaults (Glorot-uniform kernels, zero biases). models/network_constants.py.
+WEIGHT_INITS = ("torch", "keras")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
 AUGMENT_ON = ("host", "device")
 OPTIMIZERS = ("sgd", "lars", "larc", "adamw", "lamb")
@@ -78,14 +88,16 @@ OPTION_RULES = (
     # ---- the non-contrastive four (Tian et al. 2021, Sec. 2 and 4) ----
     (("predictor", "eigenspace", "loss"), lambda c: c.method == "noncontrastive",
      "the non-contrastive methods (BYOL, SimSiam, DirectPred, DirectCopy)"),
-    (("predictor_hidden_dim",), lambda c: c.method == "noncontrastive" and c.predictor == "mlp",
-     "predictor='mlp'"),
+    (("predictor_hidden_dim", "predictor_bn_affine"),
+     lambda c: c.method == "noncontrastive" and c.predictor == "mlp", "predictor='mlp'"),
     (("symmetry", "predictor_lr_multiplier", "predictor_weight_decay"), _trained_predictor,
      "a predictor trained by gradient descent (predictor='mlp' or 'linear')"),
     (("predictor_eps", "predictor_freq"), _computed_predictor,
      "a predictor computed from F (predictor='directpred' or 'directcopy')"),
     (("predictor_power",), lambda c: _computed_predictor(c) and c.predictor == "directpred",
      "predictor='directpred'"),
+    (("predictor_trained_between",), lambda c: _computed_predictor(c) and c.predictor_freq > 1,
+     "a predictor computed from F every predictor_freq > 1 steps"),
     (("corr_rho", "corr_center"), lambda c: _computed_predictor(c) or (
         c.method == "noncontrastive" and c.eigenspace),
      "the correlation accumulator F (predictor='directpred' or 'directcopy', or eigenspace=True)"),
@@ -164,6 +176,15 @@ class Config:
     projection_dim: int = 128
     predictor: str = "mlp"
     predictor_hidden_dim: int = 512
+    #: BatchNorm of the MLP predictor with a learned scale and shift; the official config's
+    #: ``predictor_params.has_bn_affine: false`` (the projector's BN never has one).
+    predictor_bn_affine: bool = False
+    #: Initialisers (one of WEIGHT_INITS) and BatchNorm constants of every encoder and head:
+    #: PyTorch's (eps 1e-5, momentum 0.1 = Keras momentum 0.9), as the official code runs.
+    weight_init: str = "torch"
+    bn_epsilon: float = 1e-5
+    #: Keras convention: running = momentum * running + (1 - momentum) * batch.
+    bn_momentum: float = 0.9
 
     # ---- method (the wider family; ignored by the non-contrastive four) ----
     method: str = "noncontrastive"
@@ -190,9 +211,10 @@ class Config:
     #: online network itself under stop-gradient (no copy is kept).
     ema_tau: float = 0.996
     ema_schedule: str = "constant"
-    #: EMA target at step 0: "copy" of the online network (BYOL paper) or its own
-    #: "independent" random draw (as the official DirectPred code, luckmatters).
-    target_init: str = "copy"
+    #: EMA target at step 0: its own "independent" random draw, as the official DirectPred
+    #: code (``byol_trainer.py``: the copy-at-start call is commented out), or a "copy" of
+    #: the online network (BYOL paper, MoCo).
+    target_init: str = "independent"
 
     # ---- predictor updates ------------------------------------------------
     #: Decay of the correlation accumulator F = rho F + (1 - rho) E[z z^T].
@@ -205,6 +227,12 @@ class Config:
     predictor_power: float = 0.5
     #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
     predictor_freq: int = 1
+    #: With ``predictor_freq > 1``: between recomputations Wp is trained by the optimizer
+    #: like any layer (paper Sec. 4: "When Wp is not set by eigen decomposition, it is
+    #: updated by regular gradient updates"; official ``byol_trainer.py``: the predictor's SGD
+    #: step runs every step, its momentum never reset). False: Wp stays frozen in between
+    #: (the original TF2 reproduction; config.json files before version 3).
+    predictor_trained_between: bool = True
     #: Symmetry regularisation of the predictor after every step.
     symmetry: bool = False
 
@@ -237,7 +265,8 @@ class Config:
     adam_beta_1: float = 0.9
     adam_beta_2: float = 0.999
     batch_size: int = 128
-    epochs_pretraining: int = 101
+    #: The paper's "100 epochs" (official ``trainer.max_epochs=100``).
+    epochs_pretraining: int = 100
 
     # ---- linear evaluation (luckmatters linear_feature_eval.py) -----------
     epochs_finetuning: int = 50
@@ -268,6 +297,12 @@ class Config:
         _check_choice("predictor", self.predictor, PREDICTORS)
         _check_choice("ema_schedule", self.ema_schedule, EMA_SCHEDULES)
         _check_choice("target_init", self.target_init, TARGET_INITS)
+        _check_choice("weight_init", self.weight_init, WEIGHT_INITS)
+        if not self.bn_epsilon > 0:
+            raise ValueError(f"Config.bn_epsilon must be > 0. Received: bn_epsilon={self.bn_epsilon!r}")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError("Config.bn_momentum must be in [0, 1) (Keras convention: the "
+                             f"weight of the running value). Received: bn_momentum={self.bn_momentum!r}")
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _check_choice("augment_on", self.augment_on, AUGMENT_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -344,7 +379,7 @@ class Config:
         if self.version != CONFIG_VERSION:
             raise ValueError(
                 f"Config version {self.version} is not supported by this package "
-                f"(which writes version {CONFIG_VERSION} and reads 1 and {CONFIG_VERSION}). "
+                f"(which writes version {CONFIG_VERSION} and reads 1 to {CONFIG_VERSION}). "
                 f"Received: version={self.version!r}")
 
     def _check_method_options(self):
@@ -420,11 +455,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
-        """A Config from its dict form (config.json), of the current format or of
-        version 1 (options the run did not use are reset to their defaults, with a
-        warning naming them)."""
-        if values.get("version") == 1:
-            values = _from_version_1(values)
+        """A Config from its dict form (config.json), of the current format or of an older
+        one (:func:`_upgrade`: a warning names what the upgrade filled in or reset)."""
+        values = _upgrade(values)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -443,26 +476,68 @@ class Config:
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 
 
-def _from_version_1(values: dict) -> dict:
-    """A version-1 config dict in the current format: version 1 accepted options the run
-    did not use and ignored them; they are reset to their defaults here (so the Config
-    says what ran), and a warning names them."""
+#: Fields new in config version 3, with the value every run before them had: an older
+#: config.json read today still describes (and re-runs) the run that wrote it.
+_BEFORE_VERSION_3 = dict(weight_init="keras", bn_epsilon=1e-3, bn_momentum=0.99,
+                         predictor_bn_affine=True, predictor_trained_between=False)
+#: Defaults that version 3 changed (an older file holds the old one where the run ignored it).
+_DEFAULTS_BEFORE_VERSION_3 = dict(target_init="copy")
+
+
+def _upgrade(values: dict) -> dict:
+    """An older config dict in the current format, with one warning naming what changed.
+
+    Version 1: options the run did not use are reset (:func:`_from_version_1`). Versions 1
+    and 2: the fields new in version 3 get the value the run had (:data:`_BEFORE_VERSION_3`)
+    where the run used them, and every option the run did not use takes today's default
+    (version 2 refused anything else there, so nothing the run did changes)."""
     import types
     import warnings
 
-    values = {**values, "version": CONFIG_VERSION}
+    version = values.get("version")
+    if version not in (1, 2):
+        return values
+    notes = []
+    if version == 1:
+        values, ignored = _from_version_1(values)
+        if ignored:
+            notes.append("options the run did not use are reset to their defaults: "
+                         + ", ".join(ignored))
+    values = {**_BEFORE_VERSION_3, **values, "version": CONFIG_VERSION}
     view = types.SimpleNamespace(**{**_FIELD_DEFAULTS, **values})
+    for fields, uses, _ in OPTION_RULES:
+        if not uses(view):
+            for field in fields:
+                values[field] = _FIELD_DEFAULTS[field]
+    kept = [f"{field}={values[field]!r}" for field in _BEFORE_VERSION_3
+            if values[field] != _FIELD_DEFAULTS[field]]
+    if kept:
+        notes.append("fields new in version 3 keep the values the run had ("
+                     + ", ".join(kept) + "); today's factories use PyTorch's initialisers "
+                     "and BN constants and train a freq > 1 DirectPred predictor between "
+                     "recomputations, as the official code (docs/recipes.md)")
+    if notes:
+        warnings.warn(f"config.json of version {version}: " + "; ".join(notes), stacklevel=3)
+    return values
+
+
+def _from_version_1(values: dict):
+    """A version-1 config dict as version 2, and the options it resets: version 1 accepted
+    options the run did not use and ignored them; they are reset to their defaults here
+    (so the Config says what ran)."""
+    import types
+
+    values = dict(values)
+    defaults = {**_FIELD_DEFAULTS, **_DEFAULTS_BEFORE_VERSION_3}
+    view = types.SimpleNamespace(**{**defaults, **values})
     ignored = []
     for fields, uses, _ in OPTION_RULES:
         if not uses(view):
             for field in fields:
-                if field in values and _to_tuple(values[field]) != _FIELD_DEFAULTS[field]:
+                if field in values and _to_tuple(values[field]) != defaults[field]:
                     ignored.append(f"{field}={values[field]!r}")
                     values[field] = _FIELD_DEFAULTS[field]
-    if ignored:
-        warnings.warn("config.json of version 1: options the run did not use are reset to "
-                      f"their defaults: {', '.join(ignored)}", stacklevel=3)
-    return values
+    return values, ignored
 
 
 def _to_tuple(value):
@@ -475,7 +550,9 @@ def _to_tuple(value):
 # ---------------------------------------------------------------------------
 
 def get_byol() -> Config:
-    """BYOL: 2-layer MLP predictor, EMA target with tau = 0.996."""
+    """BYOL as the paper trains it (Sec. 1: ResNet-18, SGD lr 0.03, momentum 0.9, weight
+    decay 4e-4, EMA 0.996; official ``byol_config.yaml``): 2-layer MLP predictor (BN
+    without affine), target drawn independently. Every value: docs/recipes.md."""
     return Config(name="byol")
 
 
@@ -492,8 +569,12 @@ def get_eigenspace_experiment_with_symmetry() -> Config:
 
 
 def get_byol_baseline() -> Config:
-    """BYOL with a one-layer linear predictor trained by SGD (paper's SGD baseline)."""
-    return Config(name="byol_baseline", predictor="linear")
+    """The paper's "SGD baseline" (Table 8): BYOL with a one-layer bias-free linear predictor
+    trained by SGD and symmetrised after every step. The paper does not say whether it was
+    symmetric; the official ``byol_config.yaml`` symmetrises unless a command overrides
+    ``predictor_reg`` (default ``symmetric``), and its STL-10 figure (75.06) is Table 3's
+    symmetric-with-EMA cell (75.09), not the regular one (74.51): docs/recipes.md."""
+    return Config(name="byol_baseline", predictor="linear", symmetry=True)
 
 
 def get_simsiam() -> Config:
@@ -530,13 +611,16 @@ def get_simsiam_baseline_symmetric() -> Config:
 
 
 def get_direct_pred() -> Config:
-    """DirectPred (paper Sec. 4, Eq. 18), EMA target, Wp recomputed every step."""
+    """DirectPred (paper Sec. 4, Eq. 18), EMA target, Wp recomputed every step; rho 0.3 and
+    eps 0.1 from Table 8's caption (the official README's command uses eps 0.01:
+    docs/recipes.md)."""
     return Config(name="direct_pred", predictor="directpred", predictor_eps=0.1,
                   corr_rho=0.3, predictor_freq=1)
 
 
 def get_direct_pred_freq_5() -> Config:
-    """DirectPred with Wp recomputed every 5 steps (paper Table 8, freq=5)."""
+    """DirectPred with Wp recomputed every 5 steps and trained by SGD in between (paper
+    Sec. 4 "Hyper-parameter freq", Table 8, freq=5)."""
     return Config(name="direct_pred_freq_5", predictor="directpred", predictor_eps=0.1,
                   corr_rho=0.3, predictor_freq=5)
 
@@ -607,7 +691,8 @@ def get_moco() -> Config:
     queue 32768, temperature 0.2, momentum 0.99 (constant; solo-learn raises it
     to 0.999), 2048-256 projector, SGD lr 0.3, weight decay 1e-4."""
     return Config(name="moco", method="moco", temperature=0.2, projection_dim=256,
-                  queue_size=32768, ema_tau=0.99, optimizer="sgd", learning_rate=0.3,
+                  queue_size=32768, ema_tau=0.99, target_init="copy",
+                  optimizer="sgd", learning_rate=0.3,
                   weight_decay=1e-4, **_FAMILY)
 
 
@@ -711,9 +796,12 @@ def parse_assignment(text: str) -> Tuple[str, object]:
 
 
 #: Config fields a dataset needs unless the user sets them (``train.py --dataset``):
-#: STL-10 at 96 px with the stronger STL recipe (jitter 0.8/0.2, Gaussian blur).
-_LARGE_IMAGE_RECIPE = dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=0.5,
-                           blur_kernel_size=9)
+#: STL-10 at 96 px with the official code's STL recipe (luckmatters ``data/transforms.py``):
+#: jitter 0.8/0.8/0.8/0.2, a Gaussian blur (kernel int(0.1 * 96) = 9, sigma U(0.1, 2)) on
+#: every view, and no normalisation (``ToTensor`` only).
+_LARGE_IMAGE_RECIPE = dict(image_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_prob=1.0,
+                           blur_kernel_size=9, normalize_mean=(0.0, 0.0, 0.0),
+                           normalize_std=(1.0, 1.0, 1.0))
 DATASET_PRESETS = {"stl10": _LARGE_IMAGE_RECIPE, "tf_flowers": _LARGE_IMAGE_RECIPE}
 
 

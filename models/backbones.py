@@ -49,6 +49,7 @@ import functools
 import keras
 from keras import layers
 
+from models import network_constants
 from models.tf_seam import use_synchronized_bn  # noqa: F401 (re-exported)
 
 #: The image encoders ([B, S, S, 3] -> [B, D]).
@@ -409,8 +410,13 @@ def build_encoder(config, dtype=None, name="encoder", synchronized=None):
     ``width``, ``resolved_stem``); ``dtype`` is a Keras dtype policy name.
 
     ``synchronized=None`` turns on synchronised BatchNorm when the current
-    ``tf.distribute`` strategy has more than one replica.
+    ``tf.distribute`` strategy has more than one replica. Initialisers and BatchNorm
+    constants: ``config.weight_init``, ``bn_epsilon``, ``bn_momentum``
+    (:mod:`models.network_constants`).
     """
-    return build(config.backbone, image_size=config.image_size, width=config.width,
-                 stem=config.resolved_stem, dtype=dtype, name=name,
-                 synchronized=use_synchronized_bn(synchronized))
+    encoder = build(config.backbone, image_size=config.image_size, width=config.width,
+                    stem=config.resolved_stem, dtype=dtype, name=name,
+                    synchronized=use_synchronized_bn(synchronized))
+    if config.backbone == "linear":
+        return encoder  # the theory's W: no BN, its own init (experiments/theory)
+    return network_constants.apply(encoder, config, backbone=config.backbone)

@@ -47,7 +47,7 @@ import keras
 from keras import ops
 
 from config import Config
-from models import backbones, heads
+from models import backbones, heads, network_constants
 from models.metrics import normalized_std
 from models.optimizers import uses_coupled_weight_decay
 from models import tf_seam
@@ -148,9 +148,10 @@ class SSLModel(keras.Model):
 
     def build_projector(self, name):
         config = self.config
-        return heads.projector(self.feature_dim, hidden_dim=config.projector_hidden_dim,
-                               output_dim=config.projection_dim, kind=config.projector,
-                               dtype=self.policy, name=name)
+        return network_constants.apply(
+            heads.projector(self.feature_dim, hidden_dim=config.projector_hidden_dim,
+                            output_dim=config.projection_dim, kind=config.projector,
+                            dtype=self.policy, name=name), config)
 
     def _build_target(self):
         self.target_encoder = backbones.build_encoder(self.config, dtype=self.policy,

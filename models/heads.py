@@ -4,10 +4,11 @@
 - projector ``mlp``: Dense(hidden) -> BatchNorm (no affine) -> ReLU -> Dense(out);
   ``deeper`` adds one more Dense -> BN -> ReLU block (the original TF2
   reproduction's ``get_deeper_projection``).
-- predictor ``mlp``: Dense(hidden) -> BatchNorm -> ReLU -> Dense(out) (BYOL, SimSiam);
-  ``linear``: one square Dense without bias, trained by SGD (the paper's
-  "SGD baseline"); ``directpred`` / ``directcopy``: the same square layer, but
-  frozen and set from the correlation of the projector outputs (paper Sec. 4).
+- predictor ``mlp``: Dense(hidden) -> BatchNorm (affine or not) -> ReLU -> Dense(out)
+  (BYOL, SimSiam); ``linear``: one square Dense without bias, trained by SGD (the paper's
+  "SGD baseline"); ``directpred`` / ``directcopy``: the same square layer, set from the
+  correlation of the projector outputs (paper Sec. 4) and, with ``trainable``, trained
+  by the optimizer between two settings (freq > 1).
 
 BatchNorm of the heads is synchronised across replicas like the encoders'
 (``synchronized=None``: when the current ``tf.distribute`` strategy has more than
@@ -56,19 +57,20 @@ def projector(input_dim, *, hidden_dim=512, output_dim=128, kind="mlp", dtype=No
 
 
 def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
-              synchronized=None):
+              synchronized=None, bn_affine=False, trainable=None):
     """Predictor head ``q``: z -> p. Linear kinds are one ``dim x dim`` Dense, no bias.
 
     Layer names start with ``name + "_"`` so that variable paths identify the
     head (the per-module learning rate matches ``predictor_.*``).
 
-    For ``directpred`` / ``directcopy`` the returned model is not trainable: its
-    kernel is assigned by :class:`models.SiameseNetwork` from F. ``synchronized``:
-    as for :func:`projector`.
+    For ``directpred`` / ``directcopy`` the kernel is assigned by
+    :class:`models.SiameseNetwork` from F; the model is trainable only with
+    ``trainable=True`` (trained between two settings). ``bn_affine``: the MLP's BatchNorm
+    has a scale and shift. ``synchronized``: as for :func:`projector`.
     """
     inputs = keras.Input((dim,), name="z")
     if kind == "mlp":
-        x = _hidden_block(inputs, hidden_dim, name, 1, affine=True, dtype=dtype,
+        x = _hidden_block(inputs, hidden_dim, name, 1, affine=bn_affine, dtype=dtype,
                           synchronized=use_synchronized_bn(synchronized))
         outputs = layers.Dense(dim, name=f"{name}_out", dtype=dtype)(x)
     elif kind in LINEAR_PREDICTORS:
@@ -78,7 +80,7 @@ def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
                          f"Valid: {['mlp', *LINEAR_PREDICTORS]}")
     model = keras.Model(inputs, outputs, name=name)
     if kind in ("directpred", "directcopy"):
-        model.trainable = False
+        model.trainable = bool(trainable)
     return model
 
 

@@ -8,7 +8,8 @@ The non-contrastive four differ only in their predictor and target
     (SimSiam, tau = 0) -> t1, t2
     loss = L(p1, sg(t2)) + L(p2, sg(t1)),  L = 2 - 2 cos      (float32)
     after the step: F <- rho F + (1 - rho) E[z z^T];
-                    Wp <- DirectPred / DirectCopy(F) every ``freq`` steps;
+                    Wp <- DirectPred / DirectCopy(F) every ``freq`` steps (trained by
+                    the optimizer in between, as any layer, when freq > 1);
                     symmetry regularisation; EMA of the target.
 
 The variant is chosen by the :class:`config.Config` fields ``predictor``,
@@ -18,7 +19,7 @@ The variant is chosen by the :class:`config.Config` fields ``predictor``,
 import keras
 from keras import ops
 
-from models import heads, losses, predictors
+from models import heads, losses, network_constants, predictors
 from models.base import SSLModel, cross_replica_gather
 
 
@@ -35,9 +36,13 @@ class SiameseNetwork(SSLModel):
         kwargs.setdefault("name", "siamese_network")
         super().__init__(config, **kwargs)
         config = self.config
-        self.predictor = heads.predictor(
+        # A computed Wp is trained between two settings when freq > 1 (paper Sec. 4).
+        trained_between = (config.computed_predictor and config.predictor_freq > 1
+                           and config.predictor_trained_between)
+        self.predictor = network_constants.apply(heads.predictor(
             config.projection_dim, hidden_dim=config.predictor_hidden_dim,
-            kind=config.predictor, dtype=self.policy, name="predictor")
+            kind=config.predictor, dtype=self.policy, name="predictor",
+            bn_affine=config.predictor_bn_affine, trainable=trained_between), config)
         d = config.projection_dim
         self.correlation = self.add_state("correlation", (d, d))
         self.correlation_mean = self.add_state("correlation_mean", (d,))

@@ -42,7 +42,7 @@ DATA = os.path.join(ROOT, "tests", "data")
     ("byol", "corr_center", True),
     ("simclr", "ema_tau", 0.99),
     ("simsiam", "ema_schedule", "cosine"),
-    ("simclr", "target_init", "independent"),
+    ("simclr", "target_init", "copy"),
     ("moco", "num_prototypes", 100),
     ("byol", "sinkhorn_epsilon", 0.1),
     ("simclr", "sinkhorn_iterations", 5),
@@ -76,7 +76,7 @@ def test_an_option_the_run_does_not_use_is_refused_naming_it(factory, field, val
                      "corr_rho": 0.5, "corr_center": True}),
     ("direct_copy", {"predictor_eps": 0.05, "corr_rho": 0.9}),
     ("byol_baseline", {"eigenspace": True, "corr_rho": 0.5, "eigenspace_every": 2}),
-    ("byol", {"ema_schedule": "cosine", "target_init": "independent"}),
+    ("byol", {"ema_schedule": "cosine", "target_init": "copy"}),
     ("moco", {"temperature": 0.5, "queue_size": 128, "ema_tau": 0.9,
               "ema_schedule": "cosine"}),
     ("swav", {"temperature": 0.2, "queue_size": 512, "queue_start_epoch": 1,
@@ -126,16 +126,53 @@ def test_cli_refuses_an_ignored_flag_in_one_line_before_anything(tmp_path):
 
 # ---- config.json formats ----------------------------------------------------------
 
+_V3_RUN = dict(dataset="folder", data_dir="/data/cifar10", width=0.125,
+               max_train_examples=10000, epochs_pretraining=20, epochs_finetuning=100,
+               eigenspace=True, eigenspace_every=4, knn_every=20, predictor_eps=0.01)
+
+
 def test_config_json_of_the_current_version_loads_as_written():
-    with open(os.path.join(DATA, "config_v2.json")) as f:
+    with open(os.path.join(DATA, "config_v3.json")) as f:
         text = f.read()
     config = Config.from_json(text)
-    assert config.version == config_lib.CONFIG_VERSION == 2
-    assert config == get_config("direct_pred", dataset="folder", data_dir="/data/cifar10",
-                                width=0.125, max_train_examples=10000, epochs_pretraining=20,
-                                epochs_finetuning=100, eigenspace=True, eigenspace_every=4,
-                                knn_every=20, predictor_eps=0.01)
+    assert config.version == config_lib.CONFIG_VERSION == 3
+    assert config == get_config("direct_pred", **_V3_RUN)
     assert json.loads(config.to_json()) == json.loads(text)
+
+
+def test_config_json_of_version_2_still_describes_the_run_that_wrote_it():
+    """The same run written by version 2: the fields new in version 3 get the values that run
+    had (Keras initialisers and BN constants), the warning names them, and nothing else moves."""
+    with open(os.path.join(DATA, "config_v2.json")) as f:
+        values = json.load(f)
+    with pytest.warns(UserWarning, match=r"version 2: fields new in version 3 keep the values "
+                      r"the run had \(weight_init='keras', bn_epsilon=0.001, bn_momentum=0.99\)"):
+        config = Config.from_dict(values)
+    assert config.version == 3
+    assert (config.weight_init, config.bn_epsilon, config.bn_momentum) == ("keras", 1e-3, 0.99)
+    # It ignored the MLP predictor's BN and the between-recomputation training: defaults.
+    assert not config.predictor_bn_affine and config.predictor_trained_between
+    today = get_config("direct_pred", **_V3_RUN)
+    changed = {k for k, v in config.to_dict().items() if v != getattr(today, k)}
+    # Every other field is what version 2 wrote (the CIFAR std and target start included).
+    assert changed == {"weight_init", "bn_epsilon", "bn_momentum", "normalize_std",
+                       "target_init"}
+    assert config.normalize_std == tuple(values["normalize_std"])
+    assert config.target_init == values["target_init"] == "copy"
+
+
+def test_version_2_freq_5_run_keeps_its_frozen_predictor_and_a_byol_run_its_affine_bn():
+    with open(os.path.join(DATA, "config_v2.json")) as f:
+        values = json.load(f)
+    with pytest.warns(UserWarning, match="predictor_trained_between=False"):
+        freq5 = Config.from_dict({**values, "predictor_freq": 5})
+    assert freq5.predictor_trained_between is False
+    mlp = {k: v for k, v in values.items()
+           if k not in ("predictor_eps", "predictor_power", "predictor_freq", "corr_rho",
+                        "corr_center", "eigenspace", "eigenspace_every")}
+    with pytest.warns(UserWarning, match="predictor_bn_affine=True"):
+        byol = Config.from_dict({**mlp, "predictor": "mlp"})
+    assert byol.predictor_bn_affine is True
 
 
 def test_config_json_of_version_1_resets_the_options_its_run_ignored():
@@ -168,7 +205,8 @@ def test_cli_and_api_resolve_the_same_config_for_every_dataset_preset(dataset, m
     for field, value in config_lib.dataset_preset(dataset).items():
         assert getattr(api, field) == value
     if dataset == "stl10":
-        assert (api.image_size, api.blur_prob) == (96, 0.5)
+        # The official STL-10 transform: every view blurred, no normalisation.
+        assert (api.image_size, api.blur_prob, api.normalize_std) == (96, 1.0, (1.0, 1.0, 1.0))
 
 
 def test_a_preset_never_overrides_a_field_given_with_the_dataset():

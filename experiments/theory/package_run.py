@@ -107,6 +107,7 @@ def make_config(run: Run):
         name=f"theory_{run.name}", dataset="gaussian", image_size=run.dim, backbone="linear",
         width=1.0, projector="none", projection_dim=run.dim, predictor=pred, loss="l2",
         optimizer="sgd", learning_rate=run.lr, momentum=0.0, weight_decay=4.0 * run.eta,
+        weight_init="keras",  # the theory's own initial weights, as before config version 3
         ema_tau=(1.0 - run.beta * run.dt) if ema else 0.0, batch_size=run.batch_size,
         seed=run.seed, **own)
 
