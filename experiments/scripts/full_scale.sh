@@ -17,6 +17,9 @@ run --config simsiam              --name "${dataset}_simsiam" "$@"
 run --config simsiam_pred         --name "${dataset}_direct_pred_no_ema" "$@"
 run --config direct_copy          --name "${dataset}_direct_copy" "$@"
 run --config direct_copy_no_ema   --name "${dataset}_direct_copy_no_ema" "$@"
+# Paper Table 3, one-layer linear predictor with EMA (regular / symmetric):
+run --config eigenspace_experiment               --name "${dataset}_linear_ema" "$@"
+run --config eigenspace_experiment_with_symmetry --name "${dataset}_linear_symmetric_ema" "$@"
 # The paper's collapse case (Table 3: symmetric linear Wp, no EMA) and its regular twin:
 run --config simsiam_baseline_symmetric --name "${dataset}_linear_symmetric_no_ema" "$@"
 run --config simsiam_baseline           --name "${dataset}_linear_no_ema" "$@"
