@@ -31,6 +31,8 @@ setup(
             "nbclient==0.11.0",
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
+            # tests/models/test_probe_convergence.py: the L-BFGS reference probe.
+            "scipy==1.17.1",
         ],
         # The JAX backend (KERAS_BACKEND=jax; docs/backends.md): a CPU build. Keras
         # 3.15 declares no JAX pin; 0.10.2 is the newest on the index and passes the

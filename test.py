@@ -33,6 +33,8 @@ def main(argv):
         print(f"test.py: error: {where}{error.strerror or error}", file=sys.stderr)
         sys.exit(4)
     if "top1" in result:
+        from experiments.training import probe_summary
+        print(probe_summary(result))
         print(f"top1={result['top1']:.6f} top5={result['top5']:.6f} "
               f"split={result['eval_split']}")
     for path in result["figures"]:

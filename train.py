@@ -29,6 +29,14 @@ flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bars, 2 o
 # Overrides of Config fields; None keeps the factory's value.
 flags.DEFINE_integer("epochs_pretraining", None, "Pre-training epochs (factory default 101).")
 flags.DEFINE_integer("epochs_finetuning", None, "Linear-probe epochs (factory default 50).")
+flags.DEFINE_float("probe_learning_rate", None, "Probe Adam learning rate of the official "
+                   "mini-batch loop (factory default 3e-4).")
+flags.DEFINE_float("probe_weight_decay", None, "Probe coupled L2 weight decay (default 1e-3).")
+flags.DEFINE_integer("probe_batch_size", None, "Probe batch of the official loop (default 128).")
+flags.DEFINE_enum("probe_protocol", None, list(config_lib.PROBE_PROTOCOLS),
+                  "official: luckmatters' mini-batch Adam loop; full_batch: the same objective "
+                  "by full-batch Adam to convergence; auto (default): official where it has "
+                  "the published number of steps, else full_batch.")
 flags.DEFINE_boolean("symmetry", None, "Symmetry regularisation of the predictor.")
 flags.DEFINE_boolean("eigenspace", None, "Track eigenspace alignment of Wp and F.")
 flags.DEFINE_enum("loss", None, list(config_lib.LOSSES),
@@ -75,7 +83,8 @@ flags.DEFINE_float("weight_decay", None, "Weight decay (default 4e-4).")
 flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc (default 0.9).")
 
 #: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
-OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "loss",
+OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "probe_learning_rate",
+             "probe_weight_decay", "probe_batch_size", "probe_protocol", "symmetry", "eigenspace", "loss",
              "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
              "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
@@ -140,6 +149,8 @@ def main(argv):
     if metrics.get("already_complete"):
         print(f"train.py: {FLAGS.results_dir}/{FLAGS.name} is already complete; "
               "--resume changed nothing.")
+    from experiments.training import probe_summary
+    print(probe_summary(metrics))
     print(f"top1={metrics['top1']:.6f} top5={metrics['top5']:.6f}")
     logging.info("results in %s/%s", FLAGS.results_dir, FLAGS.name)
 

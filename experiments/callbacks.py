@@ -81,7 +81,8 @@ class KNNMonitor(keras.callbacks.Callback):
     """Weighted kNN top-1 accuracy (k, cosine, temperature; InstDisc/solo-learn) of the
     online encoder's features, every ``every`` epochs and at the last epoch.
 
-    Writes ``knn_accuracy`` into the epoch logs (NaN on epochs it is not computed).
+    Writes ``knn_accuracy`` into the logs of the epochs it is computed on (no
+    placeholder on the others).
     """
 
     def __init__(self, train_data, test_data, num_classes, every, k=200, temperature=0.1,
@@ -97,10 +98,7 @@ class KNNMonitor(keras.callbacks.Callback):
         return self.every > 0 and ((epoch + 1) % self.every == 0 or last)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        logs["knn_accuracy"] = float("nan")
-        if self.due(epoch):
+        if logs is not None and self.due(epoch):
             encoder = self.model.online_encoder
             train_x, train_y = extract_features(encoder, self.train_data)
             test_x, test_y = extract_features(encoder, self.test_data)
@@ -178,15 +176,17 @@ def eigenspace_snapshot(model, probe_images, epoch):
 
 
 class EigenspaceTracker(keras.callbacks.Callback):
-    """Records the spectra of F and Wp and their alignment (paper Sec. 3.1, Fig. 2) at epoch 0
-    and every ``every`` epochs, saving ``eigenspace.npz`` / ``.json`` after each."""
+    """Records the spectra of F and Wp and their alignment (paper Sec. 3.1, Fig. 2) at epoch 0,
+    every ``every`` epochs and at the last one (``total_epochs``, when given), saving
+    ``eigenspace.npz`` / ``.json`` after each."""
 
-    def __init__(self, probe_images, directory, every=5, records=None):
+    def __init__(self, probe_images, directory, every=5, records=None, total_epochs=None):
         super().__init__()
         self.probe_images = probe_images
         self.directory = directory
         self.every = every
         self.records = list(records or [])
+        self.total_epochs = total_epochs
 
     def _record(self, epoch):
         if any(r["epoch"] == epoch for r in self.records):
@@ -199,7 +199,7 @@ class EigenspaceTracker(keras.callbacks.Callback):
             self._record(0)
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0:
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.total_epochs:
             self._record(epoch + 1)
 
 

@@ -202,13 +202,23 @@ def config_differences(saved, new):
                      for k, v in saved.items() if new[k] != v)
 
 
+#: Fields of the linear probe, which runs after pre-training: a run that is not
+#: complete may resume with other values (they do not change what pre-trained).
+PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
+                "probe_batch_size", "probe_protocol")
+
+
 def _check_resume(run, config, resume, overwrite):
-    """For ``--resume``: the saved run info after checking the config is the same."""
+    """For ``--resume``: the saved run info after checking the config is the same
+    (but for :data:`PROBE_FIELDS` of a run that is not complete: the new values are
+    saved to config.json)."""
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other.")
     if not resume:
         return None
     info, saved = read_run(run.root)
+    if info["status"] != "complete":
+        saved = saved.replace(**{k: getattr(config, k) for k in PROBE_FIELDS})
     differences = config_differences(saved, config)
     if differences:
         raise ValueError(f"Cannot resume {run.root!r} with a different config; "
@@ -222,7 +232,10 @@ def _prepare_directory(run, config, resume, overwrite):
     into place, so a failing write leaves no half-made folder and ``--overwrite``
     replaces the old folder only once the new one exists."""
     if resume:
-        return read_run(run.root)[0]["status"]
+        status = read_run(run.root)[0]["status"]
+        if status != "complete":  # the probe's fields may have changed (PROBE_FIELDS)
+            safe_io.write_text(run.config_json, config.to_json())
+        return status
     exists = os.path.exists(run.root)
     if exists and not overwrite:
         raise ValueError(f"{run.root!r} exists; pass --overwrite to replace it or "
@@ -313,7 +326,8 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
         probe = source.probe_images(data, config, EIGENSPACE_PROBE_EXAMPLES)
         callbacks.append(cb.EigenspaceTracker(probe, run.eigenspace,
                                               every=config.eigenspace_every,
-                                              records=records))
+                                              records=records,
+                                              total_epochs=config.epochs_pretraining))
     callbacks += [*extra_callbacks, checkpoint,
                   cb.EpochSummary(config.epochs_pretraining, config.projection_dim)]
     if source.tensorboard:  # Keras's TensorBoard callback writes with tf.summary
@@ -500,7 +514,7 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
         encoder, train_features, test_features, data.num_classes,
         epochs=config.epochs_finetuning, learning_rate=config.probe_learning_rate,
         weight_decay=config.probe_weight_decay, batch_size=config.probe_batch_size,
-        seed=config.seed, verbose=verbose)
+        seed=config.seed, verbose=verbose, protocol=config.probe_protocol)
     safe_io.save_via_scratch(run.classifier, classifier.save)
     rows = _write_history(run, _pretrain_rows(run), probe)
     pretrain = history_columns(rows, "pretrain")
@@ -511,8 +525,10 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
                            k=config.knn_k, temperature=config.knn_temperature)
     metrics = {
         "name": name, "config": config.name, "top1": top1, "top5": top5,
+        # The official code's figure: the best epoch's top-1, chosen on the test split.
         "best_test_top1_test_selected": probe["best_test_top1"],
         "best_test_top1_epoch_test_selected": probe["best_test_top1_epoch"],
+        "probe_protocol": probe["protocol"],
         "knn_accuracy": knn,
         "z_std": pretrain["z_std"][-1] if pretrain.get("z_std") else None,
         "pretrain_loss": pretrain["loss"][-1] if pretrain.get("loss") else None,
@@ -525,8 +541,20 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     draw_figures(run.root)
     _set_status(run, "complete")
     shutil.rmtree(run.checkpoint, ignore_errors=True)
-    logging.info("%s: linear probe %s top-1 %.4f top-5 %.4f", name, data.eval_split, top1, top5)
     return metrics
+
+
+def probe_summary(metrics):
+    """The probe's two figures in words, as train.py and test.py print them: the clean
+    final top-1 and the official protocol's test-selected best epoch."""
+    split = metrics.get("eval_split", "test")
+    text = (f"linear probe ({metrics.get('probe_protocol', 'official')}): {split} top-1 "
+            f"{metrics['top1']:.4f} (final epoch), top-5 {metrics['top5']:.4f}")
+    if metrics.get("best_test_top1_test_selected") is not None:
+        text += (f"; test-selected best top-1 {metrics['best_test_top1_test_selected']:.4f} "
+                 f"(epoch {metrics['best_test_top1_epoch_test_selected']}, the official "
+                 f"code's figure: chosen on the {split} split, not a clean estimate)")
+    return text
 
 
 def evaluate(run_dir, only_vis=False):
@@ -546,5 +574,12 @@ def evaluate(run_dir, only_vis=False):
         result["top1"], result["top5"] = evaluate_classifier(
             classifier, source.evaluation(data.test, config))
         result["eval_split"] = data.eval_split
+        metrics_path = RunDirectory.from_path(run_dir).metrics
+        if os.path.exists(metrics_path):  # the probe's recorded test-selected figure
+            with open(metrics_path) as f:
+                recorded = json.load(f)
+            result.update({k: recorded[k] for k in (
+                "best_test_top1_test_selected", "best_test_top1_epoch_test_selected",
+                "probe_protocol") if k in recorded})
     result["figures"] = draw_figures(run_dir)
     return result

@@ -161,7 +161,11 @@ def train_module():
     ("lr_schedule", "warmup_cosine", "lr_schedule"), ("warmup_epochs", 10, "warmup_epochs"),
     ("warmup_lr", 1e-3, "warmup_lr"), ("final_lr", 1e-4, "final_lr"),
     ("lr_scaling", "linear", "lr_scaling"), ("weight_decay", 1e-6, "weight_decay"),
-    ("momentum", 0.8, "momentum"), ("strategy", "mirrored", "strategy")])
+    ("momentum", 0.8, "momentum"), ("strategy", "mirrored", "strategy"),
+    ("probe_learning_rate", 0.01, "probe_learning_rate"),
+    ("probe_weight_decay", 0.0, "probe_weight_decay"),
+    ("probe_batch_size", 32, "probe_batch_size"),
+    ("probe_protocol", "official", "probe_protocol")])
 def test_every_override_flag_reaches_the_config(train_module, flag, value, field):
     assert flag in train_module.OVERRIDES
     # Each flag with a method that uses it (config.OPTION_RULES).
@@ -209,3 +213,17 @@ def test_stl10_preset_and_explicit_flags_win(train_module):
     assert config.image_size == 96 and config.blur_prob > 0
     assert config.jitter == (0.8, 0.8, 0.8, 0.2)
     assert train_module.make_config({"dataset": "stl10", "image_size": 64}).image_size == 64
+
+
+@pytest.mark.parametrize("flag,value", [("epochs_finetuning", "0"),
+                                        ("probe_learning_rate", "0"),
+                                        ("probe_weight_decay", "-1"),
+                                        ("probe_batch_size", "0")])
+def test_options_of_the_probe_are_refused_before_pre_training(tmp_path, flag, value):
+    """The README's promise: bad input exits 2 before anything is written (the probe
+    runs after pre-training; a bad probe option must not cost a pre-training)."""
+    done = run("train.py", "--name", "stuck", "--results_dir", str(tmp_path),
+               *TINY_FLAGS, f"--{flag}", value)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert flag in one_line_error(done) and "Received" in one_line_error(done)
+    assert not os.listdir(tmp_path)
