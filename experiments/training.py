@@ -35,7 +35,6 @@ import types
 
 import keras
 import numpy as np
-from absl import logging
 
 from config import Config
 from experiments import callbacks as cb
@@ -196,9 +195,9 @@ def read_run(run_dir):
 
 def config_differences(saved, new):
     """``"field (saved X, now Y), ..."`` for every field in which two Configs differ
-    ("" if none)."""
+    ("" if none); the field ``name`` is called what it is, the ``factory``."""
     saved, new = saved.to_dict(), new.to_dict()
-    return ", ".join(f"{k} (saved {v!r}, now {new[k]!r})"
+    return ", ".join(f"{'factory' if k == 'name' else k} (saved {v!r}, now {new[k]!r})"
                      for k, v in saved.items() if new[k] != v)
 
 
@@ -305,8 +304,9 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
                                   on_saved=lambda rows: _write_history(run, rows))
     start = checkpoint.restore(model)
     if start:
-        logging.info("%s: resuming after epoch %d/%d", os.path.basename(run.root), start,
-                     config.epochs_pretraining)
+        if verbose:
+            print(f"{os.path.basename(run.root)}: resuming after epoch {start}/"
+                  f"{config.epochs_pretraining}", flush=True)
     train_eval = source.evaluation(data.train, config)
     test_eval = source.evaluation(data.test, config)
     # Order matters: everything that adds to an epoch's logs, then the checkpoint,
@@ -329,7 +329,8 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
                                               records=records,
                                               total_epochs=config.epochs_pretraining))
     callbacks += [*extra_callbacks, checkpoint,
-                  cb.EpochSummary(config.epochs_pretraining, config.projection_dim)]
+                  cb.EpochSummary(config.epochs_pretraining, config.projection_dim,
+                                  verbose=verbose, steps_per_epoch=steps)]
     if source.tensorboard:  # Keras's TensorBoard callback writes with tf.summary
         callbacks.append(keras.callbacks.TensorBoard(run.logs))
     began = time.time()
@@ -341,7 +342,7 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
             data, config, with_labels=_needs_labels(config), epoch=start,
             stop_epoch=config.epochs_pretraining), strategy)
         model.fit(pretrain_data, epochs=config.epochs_pretraining, initial_epoch=start,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=0,  # EpochSummary
                   shuffle=False)  # the pipeline orders the batches itself
     safe_io.save_via_scratch(run.encoder_weights, model.online_encoder.save_weights)
     safe_io.save_via_scratch(run.encoder_model, model.online_encoder.save)
@@ -489,7 +490,6 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     info = _check_resume(run, config, resume, overwrite)
     if info is not None and info["status"] == "complete":
         # Nothing to do, and nothing is touched.
-        logging.info("%s is complete; --resume changes nothing", run.root)
         with open(run.metrics) as f:
             return {**json.load(f), "already_complete": True}
     safe_io.check_writable(run.root)
