@@ -433,9 +433,16 @@ def run_curves_figure(run_dir, heading=None):
     title, config = heading or _figure_title(run_dir)
     rows = _read_csv(run.history)
     reference = 1.0 / math.sqrt(config.projection_dim) if config else None
+    num_classes = None
+    if os.path.exists(run.metrics):  # chance level on the accuracy panels
+        try:
+            with open(run.metrics) as f:
+                num_classes = json.load(f).get("num_classes")
+        except (OSError, ValueError):
+            pass
     return visualisation.training_curves_figure(
         history_columns(rows, "pretrain"), probe=history_columns(rows, "probe"), title=title,
-        z_std_reference=reference)
+        z_std_reference=reference, num_classes=num_classes)
 
 
 def draw_figures(run_dir):
