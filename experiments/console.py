@@ -105,3 +105,22 @@ def parse_flags(prog, flag_values, argv, help_fn):
               f"Received: {' '.join(argv[1:])}", file=sys.stderr)
         sys.exit(2)
     return rest
+
+
+def image_counter(stream=None, every=0.1):
+    """``progress(split, done, total)`` printing ``checking images (split): done/total``:
+    one updating line on a terminal, else a line per ``every`` of the split (and its
+    end), so that a long folder scan is never silent."""
+    last = {}
+
+    def progress(split, done, total):
+        out = stream if stream is not None else sys.stdout
+        text = f"checking images ({split}): {done}/{total}"
+        terminal = getattr(out, "isatty", lambda: False)()
+        if terminal:
+            print("\r\033[K" + text, end="\n" if done >= total else "", file=out, flush=True)
+        elif done >= total or done - last.get(split, 0) >= every * total:
+            last[split] = done
+            print(text, file=out, flush=True)
+
+    return progress

@@ -38,7 +38,7 @@ import numpy as np
 
 from config import Config
 from experiments import callbacks as cb
-from experiments import eigenspace, safe_io, visualisation
+from experiments import console, eigenspace, safe_io, visualisation
 from experiments.metrics import knn_accuracy
 from models import METHOD_CLASSES, build_model, build_optimizer
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
@@ -504,7 +504,7 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     _check_replicas(config, strategy)
     # Every data check (classes, decodable images, sizes) runs here, before the
     # results folder is created or touched.
-    data = source.load(config)
+    data = source.load(config, progress=console.image_counter() if verbose else None)
     # Validates batch vs. dataset size before the folder is touched.
     source.pretraining(data, config, with_labels=_needs_labels(config))
     status = _prepare_directory(run, config, resume, overwrite)
