@@ -45,6 +45,10 @@ PROJECTORS = ("mlp", "deeper", "none")
 #: ``cosine``: 2 - 2 cos (BYOL, SimSiam); ``l2``: the paper's un-normalised
 #: ``||Wp W x1 - sg(Wa x2)||^2`` (Sec. 2, Eq. 1), for the linear theory.
 LOSSES = ("cosine", "l2")
+#: Linear-probe protocols (models/classifier.py): ``official`` is luckmatters'
+#: mini-batch Adam loop, ``full_batch`` full-batch Adam to convergence, ``auto`` the
+#: official loop where it has the published number of steps, else full_batch.
+PROBE_PROTOCOLS = ("auto", "official", "full_batch")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
 TARGET_INITS = ("copy", "independent")
@@ -273,6 +277,7 @@ class Config:
     probe_learning_rate: float = 3e-4
     probe_weight_decay: float = 1e-3
     probe_batch_size: int = 128
+    probe_protocol: str = "auto"
 
     # ---- monitors ---------------------------------------------------------
     knn_every: int = 10
@@ -312,6 +317,7 @@ class Config:
         self._check_optimisation()
         # The linear theory (experiments/theory): loss, linear backbone, gaussian data.
         _check_choice("loss", self.loss, LOSSES)  # who uses it: OPTION_RULES
+        _check_choice("probe_protocol", self.probe_protocol, PROBE_PROTOCOLS)
         if (self.backbone == "linear") != (self.dataset == "gaussian"):
             raise ValueError("backbone='linear' and dataset='gaussian' (flat vectors of "
                              "length image_size) go together. Received: "
@@ -339,13 +345,14 @@ class Config:
         positive = ("image_size", "batch_size", "projector_hidden_dim",
                     "projection_dim", "predictor_hidden_dim", "predictor_freq",
                     "probe_batch_size", "eigenspace_every", "knn_k",
-                    "blur_kernel_size")
+                    "blur_kernel_size",
+                    # The probe runs after pre-training: refused here, not after it.
+                    "epochs_finetuning")
         for field in positive:
             if getattr(self, field) < 1:
                 raise ValueError(
                     f"Config.{field} must be >= 1. Received: {field}={getattr(self, field)!r}")
-        for field in ("epochs_pretraining", "epochs_finetuning", "knn_every",
-                      "validation_examples"):
+        for field in ("epochs_pretraining", "knn_every", "validation_examples"):
             if getattr(self, field) < 0:
                 raise ValueError(
                     f"Config.{field} must be >= 0. Received: {field}={getattr(self, field)!r}")
@@ -359,6 +366,14 @@ class Config:
                 "max_test_examples limits the test split, which a run with "
                 f"validation_examples={self.validation_examples} does not use. "
                 f"Received: max_test_examples={self.max_test_examples!r}")
+        if not (self.probe_learning_rate > 0 and self.probe_weight_decay >= 0
+                and self.knn_temperature > 0):
+            raise ValueError(
+                "Config.probe_learning_rate and knn_temperature must be > 0 and "
+                "probe_weight_decay >= 0. Received: "
+                f"probe_learning_rate={self.probe_learning_rate!r}, "
+                f"probe_weight_decay={self.probe_weight_decay!r}, "
+                f"knn_temperature={self.knn_temperature!r}")
         if not self.width > 0:
             raise ValueError(f"Config.width must be > 0. Received: width={self.width!r}")
         if not 0.0 <= self.ema_tau < 1.0:

@@ -9,7 +9,10 @@ setup(
                  "DirectCopy) in TensorFlow 2 / Keras 3: a reproduction of Tian, Chen & "
                  "Ganguli, ICML 2021."),
     python_requires=">=3.11,<3.12",
-    py_modules=["config"],
+    # train.py is also a module: the nc-ssl-train console script runs train.cli.
+    py_modules=["config", "train"],
+    entry_points={"console_scripts": ["nc-ssl-train=train:cli",
+                                      "nc-ssl-test=experiments.evaluate_cli:cli"]},
     packages=find_packages(include=["models", "models.*", "data_processing",
                                     "data_processing.*", "experiments", "experiments.*"]),
     install_requires=[
@@ -31,6 +34,8 @@ setup(
             "nbclient==0.11.0",
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
+            # tests/models/test_probe_convergence.py: the L-BFGS reference probe.
+            "scipy==1.17.1",
         ],
         # The JAX backend (KERAS_BACKEND=jax; docs/backends.md): a CPU build. Keras
         # 3.15 declares no JAX pin; 0.10.2 is the newest on the index and passes the

@@ -9,45 +9,57 @@ Under ``KERAS_BACKEND=jax`` the same flags train on one device from in-memory
 arrays (``--dataset synthetic|folder``; docs/backends.md).
 """
 
+import json
+import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 
 import config as config_lib
+from experiments import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", None, sorted(config_lib.MODELS),
-                  "Method; picks its factory (byol, simsiam, directpred, directcopy, simclr, "
-                  "supcon, swav, moco, barlow_twins). Default byol. Exclusive with --config.")
-flags.DEFINE_string("config", None, "Any factory name of config.py, e.g. direct_pred_freq_5. "
+                  "Method; picks its factory. byol when neither --model nor --config is given. "
+                  "Exclusive with --config.")
+flags.DEFINE_string("config", None, "Any factory name (listed above), e.g. direct_pred_freq_5. "
                     "Exclusive with --model.")
 flags.DEFINE_string("name", None, "Run name: results go to RESULTS_DIR/NAME.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_boolean("resume", False, "Continue RESULTS_DIR/NAME from its last completed epoch.")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing RESULTS_DIR/NAME.")
-flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bars, 2 one line/epoch.")
+flags.DEFINE_integer("verbose", 1, "0: only the result; 1: one line per epoch (and a "
+                     "progress line on a terminal); 2: also TensorFlow / JAX start-up logs.")
 # Overrides of Config fields; None keeps the factory's value.
-flags.DEFINE_integer("epochs_pretraining", None, "Pre-training epochs (factory default 101).")
-flags.DEFINE_integer("epochs_finetuning", None, "Linear-probe epochs (factory default 50).")
+flags.DEFINE_integer("epochs_pretraining", None, "Pre-training epochs.")
+flags.DEFINE_integer("epochs_finetuning", None, "Linear-probe epochs.")
+flags.DEFINE_float("probe_learning_rate", None, "Probe Adam learning rate of the official "
+                   "mini-batch loop.")
+flags.DEFINE_float("probe_weight_decay", None, "Probe coupled L2 weight decay.")
+flags.DEFINE_integer("probe_batch_size", None, "Probe batch of the official loop.")
+flags.DEFINE_enum("probe_protocol", None, list(config_lib.PROBE_PROTOCOLS),
+                  "official: luckmatters' mini-batch Adam loop; full_batch: the same objective "
+                  "by full-batch Adam to convergence; auto (default): official where it has "
+                  "the published number of steps, else full_batch.")
 flags.DEFINE_boolean("symmetry", None, "Symmetry regularisation of the predictor.")
 flags.DEFINE_boolean("eigenspace", None, "Track eigenspace alignment of Wp and F.")
 flags.DEFINE_enum("loss", None, list(config_lib.LOSSES),
-                  "Non-contrastive loss: cosine (default; BYOL / SimSiam) or l2, the "
+                  "Non-contrastive loss: cosine (BYOL / SimSiam) or l2, the "
                   "paper's un-normalised ||Wp W x1 - sg(Wa x2)||^2 (Sec. 2, Eq. 1).")
 flags.DEFINE_boolean("one_layer_predictor", None,
                      "Linear predictor trained by SGD (BYOL and SimSiam configs only).")
 flags.DEFINE_string("dataset", None, "cifar10 | stl10 | tf_flowers | any tfds name | "
                     "synthetic | folder (with --data_dir ROOT/{train,test}/<class>/).")
 flags.DEFINE_string("data_dir", None, "Image-folder root (--dataset folder) or tfds data dir.")
-flags.DEFINE_integer("image_size", None, "Image size (default: the dataset's, e.g. 32 / 96).")
-flags.DEFINE_integer("batch_size", None, "Pre-training batch size (default 128).")
+flags.DEFINE_integer("image_size", None, "Image size (a dataset preset sets 96 for STL-10).")
+flags.DEFINE_integer("batch_size", None, "Pre-training batch size.")
 flags.DEFINE_integer("max_train_examples", None, "Deterministic train subset size.")
 flags.DEFINE_integer("max_test_examples", None, "Deterministic test subset size.")
 flags.DEFINE_integer("validation_examples", None,
                      "Hold out N train examples as the probe / kNN evaluation split (for "
                      "tuning; the test split is then not read). Default 0: test split.")
 flags.DEFINE_enum("backbone", None, list(config_lib.BACKBONES),
-                 "Encoder (default resnet18; models/backbones.py).")
+                 "Encoder (models/backbones.py).")
 flags.DEFINE_float("width", None, "Encoder channel multiplier (1 = published ResNet-18).")
 flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
                   "Keras mixed-precision policy (loss and F stay float32).")
@@ -57,25 +69,26 @@ flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES),
                   "multiworker (hosts from TF_CONFIG) or tpu. --batch_size is global.")
 flags.DEFINE_enum("augment_on", None, list(config_lib.AUGMENT_ON),
                   "Augment in the tf.data pipeline (host) or inside the train step (device).")
-flags.DEFINE_integer("knn_every", None, "kNN monitor every N epochs (0 = off; default 10).")
-flags.DEFINE_integer("eigenspace_every", None, "Eigenspace snapshot every N epochs (default 5).")
-flags.DEFINE_integer("seed", None, "Random seed (default 0).")
+flags.DEFINE_integer("knn_every", None, "kNN monitor every N epochs and at the last (0 = off).")
+flags.DEFINE_integer("eigenspace_every", None, "Eigenspace snapshot at epoch 0, every N epochs and at the last.")
+flags.DEFINE_integer("seed", None, "Random seed.")
 # Optimisation (models/optimizers.py); the factories use the paper's SGD recipe.
 flags.DEFINE_enum("optimizer", None, list(config_lib.OPTIMIZERS),
-                  "Pre-training optimizer (default sgd with coupled L2 decay).")
-flags.DEFINE_float("base_lr", None, "Base learning rate, before --lr_scaling (default 0.03).")
+                  "Pre-training optimizer.")
+flags.DEFINE_float("base_lr", None, "Base learning rate, before --lr_scaling.")
 flags.DEFINE_enum("lr_schedule", None, list(config_lib.LR_SCHEDULES),
-                  "constant (default) or warmup_cosine.")
+                  "constant or warmup_cosine.")
 flags.DEFINE_integer("warmup_epochs", None, "warmup_cosine: linear warm-up epochs.")
 flags.DEFINE_float("warmup_lr", None, "warmup_cosine: learning rate at step 0.")
 flags.DEFINE_float("final_lr", None, "warmup_cosine: learning rate at the end of training.")
 flags.DEFINE_enum("lr_scaling", None, list(config_lib.LR_SCALINGS),
-                  "linear: learning rates times batch_size / 256 (default none).")
-flags.DEFINE_float("weight_decay", None, "Weight decay (default 4e-4).")
-flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc (default 0.9).")
+                  "linear: learning rates times batch_size / 256; none.")
+flags.DEFINE_float("weight_decay", None, "Weight decay.")
+flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc.")
 
 #: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
-OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace", "loss",
+OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "probe_learning_rate",
+             "probe_weight_decay", "probe_batch_size", "probe_protocol", "symmetry", "eigenspace", "loss",
              "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
              "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
@@ -87,16 +100,62 @@ OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "symmetry", "eigenspace"
 FIELD_OF_FLAG = {"base_lr": "learning_rate"}
 
 
-def make_config(values):
-    """The effective Config from a dict of flag values (``None`` = not given)."""
+#: --help groups: what the flags configure.
+HELP_GROUPS = (
+    ("Run", ("model", "config", "name", "results_dir", "resume", "overwrite", "verbose",
+             "seed")),
+    ("Data", ("dataset", "data_dir", "image_size", "max_train_examples", "max_test_examples",
+              "validation_examples", "augment_on")),
+    ("Model", ("backbone", "width", "loss", "symmetry", "one_layer_predictor")),
+    ("Pre-training", ("epochs_pretraining", "batch_size", "optimizer", "base_lr", "momentum",
+                      "weight_decay", "lr_schedule", "warmup_epochs", "warmup_lr", "final_lr",
+                      "lr_scaling")),
+    ("Linear probe", ("epochs_finetuning", "probe_protocol", "probe_learning_rate",
+                      "probe_weight_decay", "probe_batch_size")),
+    ("Monitors", ("knn_every", "eigenspace", "eigenspace_every")),
+    ("Hardware", ("strategy", "mixed_precision", "jit_compile")),
+)
+#: Datasets known by name (any other tfds name is passed to tensorflow-datasets).
+KNOWN_DATASETS = ("cifar10", "cifar100", "stl10", "tf_flowers", "synthetic", "folder")
+
+
+def help_text():
+    summary = (__doc__ + "\nFactories (--config): " + ", ".join(sorted(config_lib.FACTORIES))
+               + "\nMethods (--model): " + ", ".join(sorted(config_lib.MODELS)) + "\n")
+    return console.help_text("train.py", summary, FLAGS, HELP_GROUPS,
+                             factory_default=set(OVERRIDES))
+
+
+def factory_name(values):
+    """The factory a flag dict picks (``--config``, ``--model``'s, or byol)."""
     if values.get("model") and values.get("config"):
         raise ValueError(f"--model and --config exclude each other. Received: "
                          f"--model={values['model']} --config={values['config']}")
     name = values.get("config")
-    if not name:
-        name = values.get("model") or "byol"
-        if name not in config_lib.MODELS:
-            raise ValueError(f"Unknown --model {name!r}. Valid: {sorted(config_lib.MODELS)}")
+    if name:
+        key = name[4:] if name.startswith("get_") else name
+        if config_lib.MODELS.get(key, key) not in config_lib.FACTORIES:
+            raise ValueError(f"Unknown --config {name!r}.{console.did_you_mean(name, config_lib.FACTORIES)}"
+                             f" Valid: {sorted(config_lib.FACTORIES)}. Received: --config={name}")
+        return name
+    name = values.get("model") or "byol"
+    if name not in config_lib.MODELS:
+        raise ValueError(f"Unknown --model {name!r}. Valid: {sorted(config_lib.MODELS)}")
+    return name
+
+
+def _check_dataset(dataset):
+    if dataset and dataset not in KNOWN_DATASETS:
+        hint = console.did_you_mean(dataset, KNOWN_DATASETS)
+        if hint:  # "cifar-10": a typo of a known name, not another tfds dataset
+            raise ValueError(f"Unknown --dataset {dataset!r}.{hint} Received: "
+                             f"--dataset={dataset}")
+
+
+def make_config(values):
+    """The effective Config from a dict of flag values (``None`` = not given)."""
+    name = factory_name(values)
+    _check_dataset(values.get("dataset"))
     changes = {FIELD_OF_FLAG.get(k, k): values[k] for k in OVERRIDES
                if values.get(k) is not None}
     if values.get("one_layer_predictor"):
@@ -110,18 +169,86 @@ def make_config(values):
     return config_lib.get_config(name, **changes)
 
 
+#: Fields a resumed run that is not complete may change (the probe runs after
+#: pre-training); mirrors experiments.training.PROBE_FIELDS without importing Keras.
+PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
+                "probe_batch_size", "probe_protocol")
+
+
+def resume_config(run_dir, values):
+    """``--resume``: the run's saved config.json, with the flags given (``values``, None
+    = not given) checked against it: a flag that disagrees is refused, naming it,
+    except the probe's options of a run that is not complete."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path) as f:
+            saved = config_lib.Config.from_json(f.read())
+        with open(os.path.join(run_dir, "run.json")) as f:
+            status = json.load(f).get("status")
+    except FileNotFoundError:
+        raise ValueError(f"Nothing to resume at {run_dir!r} (no config.json); start it "
+                         "without --resume.") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"Cannot read the config of {run_dir!r}: {error}") from None
+    disagree, probe = [], {}
+    if values.get("model") or values.get("config"):
+        asked = config_lib.get_config(factory_name(values)).name
+        if asked != saved.name:
+            flag = "--config" if values.get("config") else "--model"
+            disagree.append(f"{flag}={values.get('config') or values['model']} "
+                            f"(saved factory {saved.name!r})")
+    for flag in OVERRIDES:
+        value = values.get(flag)
+        field = FIELD_OF_FLAG.get(flag, flag)
+        if value is None or getattr(saved, field) == value:
+            continue
+        if field in PROBE_FIELDS and status != "complete":
+            probe[field] = value
+        else:
+            disagree.append(f"--{flag}={value} (saved {getattr(saved, field)!r})")
+    if values.get("one_layer_predictor") and saved.predictor != "linear":
+        disagree.append(f"--one_layer_predictor (saved predictor {saved.predictor!r})")
+    if disagree:
+        raise ValueError(f"--resume continues {run_dir!r} as saved in its config.json; "
+                         f"these flags disagree with it: {', '.join(disagree)}. Drop them "
+                         "(or start a new run).")
+    return saved.replace(**probe) if probe else saved
+
+
+def _interrupted(run_dir, name, results_dir):
+    """The one line of a Ctrl-C: the last checkpoint and the command that resumes."""
+    state = os.path.join(run_dir, "checkpoint", "state.json")
+    try:
+        with open(state) as f:
+            kept = f"the checkpoint of epoch {json.load(f)['epoch']} ({state}) is kept"
+    except (OSError, ValueError, KeyError):
+        kept = "no checkpoint was written yet"
+    command = f"python train.py --name {name} --resume"
+    if results_dir != "results":
+        command += f" --results_dir {results_dir}"
+    return f"train.py: interrupted; {kept}; continue with: {command}"
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv
+    values = {name: FLAGS[name].value for name in
+              (*OVERRIDES, "model", "config", "one_layer_predictor")}
     try:
         if not FLAGS.name:
             raise ValueError("--name is required (results go to RESULTS_DIR/NAME).")
-        config = make_config({name: FLAGS[name].value for name in
-                              (*OVERRIDES, "model", "config", "one_layer_predictor")})
+        run_dir = os.path.join(FLAGS.results_dir, FLAGS.name)
+        if FLAGS.resume and not FLAGS.overwrite:
+            config = resume_config(run_dir, values)
+        else:
+            config = make_config(values)
         # Imports Keras and its backend (TensorFlow by default): after the flag checks.
-        from experiments.training import train
+        from experiments.training import probe_summary, train
         metrics = train(config, FLAGS.name, results_dir=FLAGS.results_dir,
                         resume=FLAGS.resume, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
+    except KeyboardInterrupt:
+        print("", flush=True)
+        print(_interrupted(run_dir, FLAGS.name, FLAGS.results_dir), file=sys.stderr)
+        sys.exit(130)
     except ValueError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -138,11 +265,20 @@ def main(argv):
             sys.exit(3)
         raise
     if metrics.get("already_complete"):
-        print(f"train.py: {FLAGS.results_dir}/{FLAGS.name} is already complete; "
-              "--resume changed nothing.")
+        print(f"train.py: {run_dir} is already complete; --resume changed nothing.")
+    print(probe_summary(metrics))
     print(f"top1={metrics['top1']:.6f} top5={metrics['top5']:.6f}")
-    logging.info("results in %s/%s", FLAGS.results_dir, FLAGS.name)
+    print(f"results in {run_dir}")
+
+
+def cli(argv=None):
+    """``python train.py`` and the ``nc-ssl-train`` console script."""
+    argv = console.parse_flags("train.py", FLAGS, sys.argv if argv is None else argv,
+                               help_text)
+    if FLAGS.verbose < 2:
+        console.quiet_framework_logs()
+    main(argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli()

@@ -99,11 +99,13 @@ def _first_size(paths):
                                                  _decode_failure))
 
 
-def decode_images(paths: Sequence[str], image_size: Optional[int]) -> np.ndarray:
+def decode_images(paths: Sequence[str], image_size: Optional[int], progress=None,
+                  chunk: int = 1024) -> np.ndarray:
     """Decodes image files into one uint8 [N, S, S, 3] array (threads over files),
     as :func:`datasets.decode_images`: ``image_size`` None is the size of the first
     decodable image (square), and files of another size are resized to it. Every
-    file is tried; a ValueError counts all undecodable files and names a few."""
+    file is tried; a ValueError counts all undecodable files and names a few.
+    ``progress(done, total)``, if given, is called after every ``chunk`` files."""
     paths = list(paths)
     if not paths:
         raise ValueError("No image files to decode.")
@@ -115,18 +117,24 @@ def decode_images(paths: Sequence[str], image_size: Optional[int]) -> np.ndarray
         except Exception:  # noqa: BLE001 -- counted and named below
             return None
 
+    images = []
     with concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(decode, paths, chunksize=64))
+        for start in range(0, len(paths), chunk):
+            images += pool.map(decode, paths[start:start + chunk], chunksize=64)
+            if progress is not None:
+                progress(len(images), len(paths))
     bad = [i for i, image in enumerate(images) if image is None]
     if bad:
         raise ValueError(sources.undecodable_message(paths, bad, _decode_failure))
     return np.stack(images)
 
 
-def _load_folder(root, image_size, max_train, max_test, seed) -> ArrayDataset:
+def _load_folder(root, image_size, max_train, max_test, seed, progress=None) -> ArrayDataset:
     classes, splits = sources.folder_splits(root, max_train, max_test, seed)
-    train_x = decode_images(splits["train"][0], image_size)
-    test_x = decode_images(splits["test"][0], image_size)
+    train_x = decode_images(splits["train"][0], image_size,
+                            sources.split_progress(progress, "train"))
+    test_x = decode_images(splits["test"][0], image_size,
+                           sources.split_progress(progress, "test"))
     sources.check_same_size(root, train_x, test_x)
     return from_arrays(train_x, splits["train"][1], test_x, splits["test"][1], classes)
 
@@ -137,7 +145,7 @@ NAMES = ("synthetic", "folder")
 
 def load_dataset(name="synthetic", *, data_dir=None, image_size=None,
                  max_train_examples=None, max_test_examples=None, seed=0,
-                 validation_examples=0) -> ArrayDataset:
+                 validation_examples=0, progress=None) -> ArrayDataset:
     """:func:`datasets.load_dataset` for ``synthetic`` and ``folder``, as arrays."""
     name = sources.check_load_args(name, image_size, max_train_examples, max_test_examples,
                                    validation_examples)
@@ -148,7 +156,7 @@ def load_dataset(name="synthetic", *, data_dir=None, image_size=None,
     if validation_examples:
         data = load_dataset(name, data_dir=data_dir, image_size=image_size,
                             max_train_examples=max_train_examples, max_test_examples=1,
-                            seed=seed)
+                            seed=seed, progress=progress)
         held_out = sources.held_out_mask(data.num_train, int(validation_examples), seed)
         x, y = data.train
         return dataclasses.replace(
@@ -159,13 +167,14 @@ def load_dataset(name="synthetic", *, data_dir=None, image_size=None,
                                                      max_test_examples, seed),
                            sources.SYNTHETIC_CLASSES)
     else:
-        data = _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed)
+        data = _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed,
+                            progress)
     sources.check_classes(name, data.num_classes)
     return data
 
 
-def load_dataset_from_config(config) -> ArrayDataset:
-    return load_dataset(config.dataset, **sources.load_args(config))
+def load_dataset_from_config(config, progress=None) -> ArrayDataset:
+    return load_dataset(config.dataset, **sources.load_args(config), progress=progress)
 
 
 # ---------------------------------------------------------------------------

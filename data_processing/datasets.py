@@ -175,14 +175,16 @@ def undecodable_message(paths, bad):
     return sources.undecodable_message(paths, bad, _decode_failure)
 
 
-def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 1024) -> np.ndarray:
+def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 1024,
+                  progress=None) -> np.ndarray:
     """Decodes image files into one uint8 [N, S, S, 3] array with a parallel ``tf.data``
     map (files of another size are then resized: shorter side + centre crop).
     ``image_size`` None: the size of the first decodable image.
 
     Every file is checked in the same pass (a failing file is dropped with
     ``ignore_errors`` and its index noted): a ValueError counts all undecodable
-    files and names the first few with the reason.
+    files and names the first few with the reason. ``progress(done, total)``, if
+    given, is called after every batch of files.
     """
     if not paths:
         raise ValueError("No image files to decode.")
@@ -212,7 +214,11 @@ def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 
     options.threading.max_intra_op_parallelism = 1  # parallel over files, not inside ops
     ds = tf.data.Dataset.range(len(paths)).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-    parts = list(ds.batch(batch).with_options(options).as_numpy_iterator())
+    parts = []
+    for part in ds.batch(batch).with_options(options).as_numpy_iterator():
+        parts.append(part)
+        if progress is not None:  # files tried so far (the last index reached)
+            progress(int(part[0][-1]) + 1, len(paths))
     index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     if len(index) < len(paths):
         bad = np.setdiff1d(np.arange(len(paths)), index).tolist()
@@ -226,10 +232,12 @@ def decode_images(paths: Sequence[str], image_size: Optional[int], batch: int = 
     return images
 
 
-def _load_folder(root, image_size, max_train, max_test, seed) -> ImageDataset:
+def _load_folder(root, image_size, max_train, max_test, seed, progress=None) -> ImageDataset:
     classes, splits = folder_splits(root, max_train, max_test, seed)
-    train_x = decode_images(splits["train"][0], image_size)
-    test_x = decode_images(splits["test"][0], image_size)
+    train_x = decode_images(splits["train"][0], image_size,
+                            progress=sources.split_progress(progress, "train"))
+    test_x = decode_images(splits["test"][0], image_size,
+                           progress=sources.split_progress(progress, "test"))
     check_same_size(root, train_x, test_x)
     return from_arrays(train_x, splits["train"][1], test_x, splits["test"][1], classes)
 
@@ -418,7 +426,8 @@ def hold_out_validation(data: ImageDataset, num: int, seed: int) -> ImageDataset
 def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
                  image_size: Optional[int] = None, max_train_examples: Optional[int] = None,
                  max_test_examples: Optional[int] = None, seed: int = 0,
-                 download: bool = True, validation_examples: int = 0) -> ImageDataset:
+                 download: bool = True, validation_examples: int = 0,
+                 progress=None) -> ImageDataset:
     """Loads ``name`` (``synthetic``, ``folder`` or a tfds name) as an :class:`ImageDataset`.
 
     tfds data are read from ``data_dir`` (tfds default when None); an unprepared
@@ -426,18 +435,20 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
     ValueError explaining how to use a local image folder instead. With
     ``validation_examples`` > 0 the evaluation split is held out of the train
     split (:func:`hold_out_validation`) and the test split is not read.
+    ``progress(split, done, total)``: called while an image folder is decoded.
     """
     name = sources.check_load_args(name, image_size, max_train_examples, max_test_examples,
                                    validation_examples)
     if validation_examples:
         data = load_dataset(name, data_dir=data_dir, image_size=image_size,
                             max_train_examples=max_train_examples, max_test_examples=1,
-                            seed=seed, download=download)
+                            seed=seed, download=download, progress=progress)
         return hold_out_validation(data, int(validation_examples), seed)
     if name == "synthetic":
         data = _load_synthetic(image_size, max_train_examples, max_test_examples, seed)
     elif name == "folder":
-        data = _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed)
+        data = _load_folder(data_dir, image_size, max_train_examples, max_test_examples, seed,
+                            progress)
     else:
         data = _load_tfds(name, data_dir, image_size, max_train_examples, max_test_examples,
                           seed, download)
@@ -445,6 +456,6 @@ def load_dataset(name: str = "cifar10", *, data_dir: Optional[str] = None,
     return data
 
 
-def load_dataset_from_config(config) -> ImageDataset:
+def load_dataset_from_config(config, progress=None) -> ImageDataset:
     """:func:`load_dataset` with the data fields of a :class:`config.Config`."""
-    return load_dataset(config.dataset, **sources.load_args(config))
+    return load_dataset(config.dataset, **sources.load_args(config), progress=progress)

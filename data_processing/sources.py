@@ -159,6 +159,13 @@ def folder_splits(root, max_train, max_test, seed):
     return train_classes, splits
 
 
+def split_progress(progress, split):
+    """``progress(split, done, total)`` as the ``(done, total)`` callback of one split."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(split, done, total)
+
+
 def check_same_size(root, train_x, test_x):
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ValueError(

@@ -9,7 +9,6 @@ import os
 
 import keras
 import numpy as np
-from absl import logging
 
 from experiments import eigenspace
 from experiments.metrics import knn_accuracy
@@ -81,7 +80,8 @@ class KNNMonitor(keras.callbacks.Callback):
     """Weighted kNN top-1 accuracy (k, cosine, temperature; InstDisc/solo-learn) of the
     online encoder's features, every ``every`` epochs and at the last epoch.
 
-    Writes ``knn_accuracy`` into the epoch logs (NaN on epochs it is not computed).
+    Writes ``knn_accuracy`` into the logs of the epochs it is computed on (no
+    placeholder on the others).
     """
 
     def __init__(self, train_data, test_data, num_classes, every, k=200, temperature=0.1,
@@ -97,10 +97,7 @@ class KNNMonitor(keras.callbacks.Callback):
         return self.every > 0 and ((epoch + 1) % self.every == 0 or last)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        logs["knn_accuracy"] = float("nan")
-        if self.due(epoch):
+        if logs is not None and self.due(epoch):
             encoder = self.model.online_encoder
             train_x, train_y = extract_features(encoder, self.train_data)
             test_x, test_y = extract_features(encoder, self.test_data)
@@ -117,30 +114,74 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
 
-class EpochSummary(keras.callbacks.Callback):
-    """Logs one line per epoch (adding ``learning_rate`` when no
-    :class:`LearningRateLogger` did); warns on collapse. In a run it comes after
-    :class:`RunCheckpoint`: an epoch's line is printed once its checkpoint is on disk."""
+def _stream_is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
-    def __init__(self, total_epochs, projection_dim):
+
+class EpochSummary(keras.callbacks.Callback):
+    """Prints one plain line per epoch to ``stream`` (stdout; adding ``learning_rate``
+    when no :class:`LearningRateLogger` did) and a warning line on collapse. In a run it
+    comes after :class:`RunCheckpoint`: an epoch's line is printed once its checkpoint
+    is on disk.
+
+    ``verbose``: 0 prints nothing; 1 prints the epoch lines, and on a terminal also a
+    progress line (``epoch E/N step S/T``) that each epoch line replaces, so that no
+    line is printed into it. Run ``model.fit`` with ``verbose=0`` beside it (Keras's
+    own progress bar would print every epoch a second time).
+    """
+
+    def __init__(self, total_epochs, projection_dim, verbose=1, steps_per_epoch=None,
+                 stream=None):
         super().__init__()
         self.total_epochs = total_epochs
         self.threshold = COLLAPSE_FRACTION / math.sqrt(projection_dim)
+        self.verbose = verbose
+        self.steps_per_epoch = steps_per_epoch
+        self.stream = stream
+        self._epoch = 0
+
+    def _out(self):
+        import sys
+        return self.stream if self.stream is not None else sys.stdout
+
+    def _bar(self):
+        return self.verbose >= 1 and _stream_is_terminal(self._out())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar():
+            total = f"/{self.steps_per_epoch}" if self.steps_per_epoch else ""
+            self._out().write(f"\repoch {self._epoch + 1}/{self.total_epochs} "
+                              f"step {batch + 1}{total}")
+            self._out().flush()
+
+    def line(self, epoch, logs):
+        """The epoch's line: ``epoch E/N: loss L z_std Z [knn K] lr R``."""
+        knn = logs.get("knn_accuracy")
+        knn_text = "" if knn is None or not math.isfinite(knn) else f" knn {knn:.4f}"
+        return (f"epoch {epoch + 1}/{self.total_epochs}: loss {logs.get('loss', math.nan):.4f} "
+                f"z_std {logs.get('z_std', math.nan):.4f}{knn_text} "
+                f"lr {logs['learning_rate']:.4g}")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         if "learning_rate" not in logs:
             logs["learning_rate"] = current_learning_rate(self.model.optimizer)
-        knn = logs.get("knn_accuracy", float("nan"))
-        knn_text = "" if not math.isfinite(knn) else f" knn {knn:.4f}"
-        logging.info("epoch %d/%d: loss %.4f z_std %.4f%s lr %.4g", epoch + 1,
-                     self.total_epochs, logs.get("loss", float("nan")),
-                     logs.get("z_std", float("nan")), knn_text, logs["learning_rate"])
+        if self.verbose < 1:
+            return
+        out = self._out()
+        clear = "\r\033[K" if self._bar() else ""
+        print(clear + self.line(epoch, logs), file=out, flush=True)
         if logs.get("z_std", 1.0) < self.threshold:
-            logging.warning("epoch %d: representation collapse: z_std %.4g is below %.4g "
-                            "(healthy is about %.4g)", epoch + 1, logs["z_std"],
-                            self.threshold, self.threshold / COLLAPSE_FRACTION)
+            print(f"warning: epoch {epoch + 1}: representation collapse: z_std "
+                  f"{logs['z_std']:.4g} is below {self.threshold:.4g} (healthy is about "
+                  f"{self.threshold / COLLAPSE_FRACTION:.4g})", file=out, flush=True)
 
 
 def predictor_matrix(model, z):
@@ -178,15 +219,17 @@ def eigenspace_snapshot(model, probe_images, epoch):
 
 
 class EigenspaceTracker(keras.callbacks.Callback):
-    """Records the spectra of F and Wp and their alignment (paper Sec. 3.1, Fig. 2) at epoch 0
-    and every ``every`` epochs, saving ``eigenspace.npz`` / ``.json`` after each."""
+    """Records the spectra of F and Wp and their alignment (paper Sec. 3.1, Fig. 2) at epoch 0,
+    every ``every`` epochs and at the last one (``total_epochs``, when given), saving
+    ``eigenspace.npz`` / ``.json`` after each."""
 
-    def __init__(self, probe_images, directory, every=5, records=None):
+    def __init__(self, probe_images, directory, every=5, records=None, total_epochs=None):
         super().__init__()
         self.probe_images = probe_images
         self.directory = directory
         self.every = every
         self.records = list(records or [])
+        self.total_epochs = total_epochs
 
     def _record(self, epoch):
         if any(r["epoch"] == epoch for r in self.records):
@@ -199,7 +242,7 @@ class EigenspaceTracker(keras.callbacks.Callback):
             self._record(0)
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0:
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.total_epochs:
             self._record(epoch + 1)
 
 

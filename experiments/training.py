@@ -35,11 +35,10 @@ import types
 
 import keras
 import numpy as np
-from absl import logging
 
 from config import Config
 from experiments import callbacks as cb
-from experiments import eigenspace, safe_io, visualisation
+from experiments import console, eigenspace, safe_io, visualisation
 from experiments.metrics import knn_accuracy
 from models import METHOD_CLASSES, build_model, build_optimizer
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
@@ -196,19 +195,29 @@ def read_run(run_dir):
 
 def config_differences(saved, new):
     """``"field (saved X, now Y), ..."`` for every field in which two Configs differ
-    ("" if none)."""
+    ("" if none); the field ``name`` is called what it is, the ``factory``."""
     saved, new = saved.to_dict(), new.to_dict()
-    return ", ".join(f"{k} (saved {v!r}, now {new[k]!r})"
+    return ", ".join(f"{'factory' if k == 'name' else k} (saved {v!r}, now {new[k]!r})"
                      for k, v in saved.items() if new[k] != v)
 
 
+#: Fields of the linear probe, which runs after pre-training: a run that is not
+#: complete may resume with other values (they do not change what pre-trained).
+PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
+                "probe_batch_size", "probe_protocol")
+
+
 def _check_resume(run, config, resume, overwrite):
-    """For ``--resume``: the saved run info after checking the config is the same."""
+    """For ``--resume``: the saved run info after checking the config is the same
+    (but for :data:`PROBE_FIELDS` of a run that is not complete: the new values are
+    saved to config.json)."""
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other.")
     if not resume:
         return None
     info, saved = read_run(run.root)
+    if info["status"] != "complete":
+        saved = saved.replace(**{k: getattr(config, k) for k in PROBE_FIELDS})
     differences = config_differences(saved, config)
     if differences:
         raise ValueError(f"Cannot resume {run.root!r} with a different config; "
@@ -222,7 +231,10 @@ def _prepare_directory(run, config, resume, overwrite):
     into place, so a failing write leaves no half-made folder and ``--overwrite``
     replaces the old folder only once the new one exists."""
     if resume:
-        return read_run(run.root)[0]["status"]
+        status = read_run(run.root)[0]["status"]
+        if status != "complete":  # the probe's fields may have changed (PROBE_FIELDS)
+            safe_io.write_text(run.config_json, config.to_json())
+        return status
     exists = os.path.exists(run.root)
     if exists and not overwrite:
         raise ValueError(f"{run.root!r} exists; pass --overwrite to replace it or "
@@ -292,8 +304,9 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
                                   on_saved=lambda rows: _write_history(run, rows))
     start = checkpoint.restore(model)
     if start:
-        logging.info("%s: resuming after epoch %d/%d", os.path.basename(run.root), start,
-                     config.epochs_pretraining)
+        if verbose:
+            print(f"{os.path.basename(run.root)}: resuming after epoch {start}/"
+                  f"{config.epochs_pretraining}", flush=True)
     train_eval = source.evaluation(data.train, config)
     test_eval = source.evaluation(data.test, config)
     # Order matters: everything that adds to an epoch's logs, then the checkpoint,
@@ -313,9 +326,11 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
         probe = source.probe_images(data, config, EIGENSPACE_PROBE_EXAMPLES)
         callbacks.append(cb.EigenspaceTracker(probe, run.eigenspace,
                                               every=config.eigenspace_every,
-                                              records=records))
+                                              records=records,
+                                              total_epochs=config.epochs_pretraining))
     callbacks += [*extra_callbacks, checkpoint,
-                  cb.EpochSummary(config.epochs_pretraining, config.projection_dim)]
+                  cb.EpochSummary(config.epochs_pretraining, config.projection_dim,
+                                  verbose=verbose, steps_per_epoch=steps)]
     if source.tensorboard:  # Keras's TensorBoard callback writes with tf.summary
         callbacks.append(keras.callbacks.TensorBoard(run.logs))
     began = time.time()
@@ -327,7 +342,7 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
             data, config, with_labels=_needs_labels(config), epoch=start,
             stop_epoch=config.epochs_pretraining), strategy)
         model.fit(pretrain_data, epochs=config.epochs_pretraining, initial_epoch=start,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=0,  # EpochSummary
                   shuffle=False)  # the pipeline orders the batches itself
     safe_io.save_via_scratch(run.encoder_weights, model.online_encoder.save_weights)
     safe_io.save_via_scratch(run.encoder_model, model.online_encoder.save)
@@ -418,9 +433,16 @@ def run_curves_figure(run_dir, heading=None):
     title, config = heading or _figure_title(run_dir)
     rows = _read_csv(run.history)
     reference = 1.0 / math.sqrt(config.projection_dim) if config else None
+    num_classes = None
+    if os.path.exists(run.metrics):  # chance level on the accuracy panels
+        try:
+            with open(run.metrics) as f:
+                num_classes = json.load(f).get("num_classes")
+        except (OSError, ValueError):
+            pass
     return visualisation.training_curves_figure(
         history_columns(rows, "pretrain"), probe=history_columns(rows, "probe"), title=title,
-        z_std_reference=reference)
+        z_std_reference=reference, num_classes=num_classes)
 
 
 def draw_figures(run_dir):
@@ -475,7 +497,6 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     info = _check_resume(run, config, resume, overwrite)
     if info is not None and info["status"] == "complete":
         # Nothing to do, and nothing is touched.
-        logging.info("%s is complete; --resume changes nothing", run.root)
         with open(run.metrics) as f:
             return {**json.load(f), "already_complete": True}
     safe_io.check_writable(run.root)
@@ -483,7 +504,7 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     _check_replicas(config, strategy)
     # Every data check (classes, decodable images, sizes) runs here, before the
     # results folder is created or touched.
-    data = source.load(config)
+    data = source.load(config, progress=console.image_counter() if verbose else None)
     # Validates batch vs. dataset size before the folder is touched.
     source.pretraining(data, config, with_labels=_needs_labels(config))
     status = _prepare_directory(run, config, resume, overwrite)
@@ -500,7 +521,7 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
         encoder, train_features, test_features, data.num_classes,
         epochs=config.epochs_finetuning, learning_rate=config.probe_learning_rate,
         weight_decay=config.probe_weight_decay, batch_size=config.probe_batch_size,
-        seed=config.seed, verbose=verbose)
+        seed=config.seed, verbose=verbose, protocol=config.probe_protocol)
     safe_io.save_via_scratch(run.classifier, classifier.save)
     rows = _write_history(run, _pretrain_rows(run), probe)
     pretrain = history_columns(rows, "pretrain")
@@ -511,8 +532,10 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
                            k=config.knn_k, temperature=config.knn_temperature)
     metrics = {
         "name": name, "config": config.name, "top1": top1, "top5": top5,
+        # The official code's figure: the best epoch's top-1, chosen on the test split.
         "best_test_top1_test_selected": probe["best_test_top1"],
         "best_test_top1_epoch_test_selected": probe["best_test_top1_epoch"],
+        "probe_protocol": probe["protocol"],
         "knn_accuracy": knn,
         "z_std": pretrain["z_std"][-1] if pretrain.get("z_std") else None,
         "pretrain_loss": pretrain["loss"][-1] if pretrain.get("loss") else None,
@@ -525,8 +548,20 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     draw_figures(run.root)
     _set_status(run, "complete")
     shutil.rmtree(run.checkpoint, ignore_errors=True)
-    logging.info("%s: linear probe %s top-1 %.4f top-5 %.4f", name, data.eval_split, top1, top5)
     return metrics
+
+
+def probe_summary(metrics):
+    """The probe's two figures in words, as train.py and test.py print them: the clean
+    final top-1 and the official protocol's test-selected best epoch."""
+    split = metrics.get("eval_split", "test")
+    text = (f"linear probe ({metrics.get('probe_protocol', 'official')}): {split} top-1 "
+            f"{metrics['top1']:.4f} (final epoch), top-5 {metrics['top5']:.4f}")
+    if metrics.get("best_test_top1_test_selected") is not None:
+        text += (f"; test-selected best top-1 {metrics['best_test_top1_test_selected']:.4f} "
+                 f"(epoch {metrics['best_test_top1_epoch_test_selected']}, the official "
+                 f"code's figure: chosen on the {split} split, not a clean estimate)")
+    return text
 
 
 def evaluate(run_dir, only_vis=False):
@@ -546,5 +581,12 @@ def evaluate(run_dir, only_vis=False):
         result["top1"], result["top5"] = evaluate_classifier(
             classifier, source.evaluation(data.test, config))
         result["eval_split"] = data.eval_split
+        metrics_path = RunDirectory.from_path(run_dir).metrics
+        if os.path.exists(metrics_path):  # the probe's recorded test-selected figure
+            with open(metrics_path) as f:
+                recorded = json.load(f)
+            result.update({k: recorded[k] for k in (
+                "best_test_top1_test_selected", "best_test_top1_epoch_test_selected",
+                "probe_protocol") if k in recorded})
     result["figures"] = draw_figures(run_dir)
     return result

@@ -86,8 +86,6 @@ def eigenspace_figure(records, title=None, floor=EIGENVALUE_FLOOR):
         ax_align.plot(np.arange(alignment.size), alignment, color=color)
     asymmetry = [float(records[i]["asymmetry"]) for i in order]
     ax_asym.plot(epochs, asymmetry, marker="o")
-    if len(set(epochs)) == 1:
-        ax_asym.set_xlim(epochs[0] - 1, epochs[0] + 1)
 
     ax_f.set(title="(a) eigenvalues of F", xlabel="eigen-index (descending)",
              ylabel=f"log10 max(eigenvalue, {floor:g})")
@@ -102,6 +100,7 @@ def eigenspace_figure(records, title=None, floor=EIGENVALUE_FLOOR):
     for axis in (ax_f, ax_wp, ax_align, ax_asym):
         axis.grid(True, alpha=0.3)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_epochs(ax_asym, np.asarray(epochs))
     if len(set(epochs)) > 1:
         mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
         bar = figure.colorbar(mappable, ax=[ax_f, ax_wp, ax_align, ax_asym], label="epoch",
@@ -124,8 +123,16 @@ _METRIC_LABELS = {
     "probe_loss": ("probe loss", "cross-entropy"),
 }
 #: Probe metrics drawn together in one accuracy panel, with their legend labels.
-_PROBE_ACCURACIES = (("probe_train_top1", "train top-1"), ("probe_test_top1", "eval top-1"),
-                     ("probe_test_top5", "eval top-5"))
+_PROBE_ACCURACIES = (("probe_train_top1", "train top-1"), ("probe_test_top1", "test top-1"),
+                     ("probe_test_top5", "test top-5"))
+#: Styles of the reference lines: what is healthy, what the log warns about, collapse
+#: and chance are told apart by colour and dash as well as by their labels.
+REFERENCE_STYLES = {
+    "healthy": dict(color="tab:green", linestyle="--"),
+    "warning": dict(color="tab:orange", linestyle="-."),
+    "collapse": dict(color="tab:red", linestyle=":"),
+    "chance": dict(color="dimgrey", linestyle=":"),
+}
 
 
 def _panel_order(names):
@@ -165,24 +172,35 @@ def _phase_series(history, phase):
     return series
 
 
-def training_curve_panels(pretrain, probe=None, z_std_reference=None):
+def training_curve_panels(pretrain, probe=None, z_std_reference=None, num_classes=None):
     """The panels of the training-curves figure, as data: a list of dicts with ``title``,
     ``ylabel``, ``lines`` (``[(label, epochs, values)]``, non-finite values kept: the
-    drawing skips them) and ``hlines`` (``[(label, y)]``).
+    drawing skips them) and ``hlines`` (``[(label, y, kind)]``, ``kind`` a key of
+    :data:`REFERENCE_STYLES`).
 
-    Pre-training panels first (loss, learning rate, z-std with the reference
-    ``z_std_reference`` = 1/sqrt(d) of a non-collapsed, whitened z and 0 for collapse,
-    kNN top-1, then any other metric), then the linear probe's (loss; train/eval
-    accuracies in one panel; any other metric).
+    Pre-training panels first (loss, learning rate, z-std with the references
+    ``z_std_reference`` = 1/sqrt(d) of a healthy, whitened z, the log's collapse warning
+    at 0.1/sqrt(d) and 0 for collapse, kNN top-1, then any other metric), then the
+    linear probe's (loss; train/test accuracies in one panel; any other metric).
+    Accuracy panels draw chance, 1/``num_classes``, when it is given.
     """
+    from experiments.callbacks import COLLAPSE_FRACTION
+    chance = ([(f"chance 1/{num_classes} = {1 / num_classes:.3g}", 1 / num_classes, "chance")]
+              if num_classes else [])
     panels = []
     pre = _phase_series(pretrain, "pre-training")
     for name in _panel_order(pre):
         title, ylabel = _METRIC_LABELS.get(name, (name, name))
         hlines = []
         if name == "z_std" and z_std_reference:
-            hlines = [(f"1/sqrt(d) = {z_std_reference:.3g} (no collapse)", z_std_reference),
-                      ("0 (collapse)", 0.0)]
+            warning = COLLAPSE_FRACTION * z_std_reference
+            hlines = [(f"1/sqrt(d) = {z_std_reference:.3g} (healthy)", z_std_reference,
+                       "healthy"),
+                      (f"{COLLAPSE_FRACTION:g}/sqrt(d) = {warning:.3g} (collapse warning)",
+                       warning, "warning"),
+                      ("0 (collapse)", 0.0, "collapse")]
+        elif name == "knn_accuracy":
+            hlines = list(chance)
         panels.append({"title": f"pre-training: {title}", "ylabel": ylabel,
                        "lines": [(name, *pre[name])], "hlines": hlines})
     post = _phase_series(probe, "probe")
@@ -193,16 +211,25 @@ def training_curve_panels(pretrain, probe=None, z_std_reference=None):
                        "lines": [(name, *post[name])], "hlines": []})
     if accuracies:
         panels.append({"title": "linear probe: accuracy", "ylabel": "accuracy",
-                       "lines": accuracies, "hlines": []})
+                       "lines": accuracies, "hlines": list(chance)})
     if not panels:
         raise ValueError("history has no non-empty metric to plot.")
     return panels
 
 
-def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=None):
+def _integer_epochs(axis, epochs):
+    """Integer epoch ticks, also for a panel of one epoch (an x range under 2 wide
+    would otherwise get ticks such as 1.9 ... 2.1)."""
+    if len(epochs) and np.ptp(epochs) < 2:
+        axis.set_xlim(np.min(epochs) - 1, np.max(epochs) + 1)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=None,
+                           num_classes=None):
     """The training-curves :class:`Figure` (see :func:`training_curve_panels`); one axis
     per panel, in order, each line drawn at its finite values only."""
-    panels = training_curve_panels(pretrain, probe, z_std_reference)
+    panels = training_curve_panels(pretrain, probe, z_std_reference, num_classes)
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     figure = _new_figure((4.8 * columns, 3.4 * rows + (0.4 if title else 0)))
@@ -215,8 +242,8 @@ def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=Non
                 axis.plot(epochs[finite], values[finite], label=label, markersize=3,
                           marker="o" if finite.sum() < 30 else None)
                 drawn += 1
-        for label, y in panel["hlines"]:
-            axis.axhline(y, linestyle="--", linewidth=0.9, color="grey", label=label)
+        for label, y, kind in panel["hlines"]:
+            axis.axhline(y, linewidth=1.2, label=label, **REFERENCE_STYLES[kind])
         if not drawn:
             axis.text(0.5, 0.5, "no finite values", ha="center", va="center",
                       transform=axis.transAxes)
@@ -224,7 +251,8 @@ def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=Non
             axis.legend(fontsize=7)
         axis.set(title=panel["title"], xlabel="epoch", ylabel=panel["ylabel"])
         axis.grid(True, alpha=0.3)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _integer_epochs(axis, np.concatenate([e[np.isfinite(v)]
+                                              for _, e, v in panel["lines"]]))
     for axis in axes[len(panels):]:
         axis.set_visible(False)
     if title:
@@ -232,14 +260,16 @@ def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=Non
     return figure
 
 
-def plot_training_curves(pretrain, path, title=None, probe=None, z_std_reference=None):
+def plot_training_curves(pretrain, path, title=None, probe=None, z_std_reference=None,
+                         num_classes=None):
     """Saves :func:`training_curves_figure` as a PNG at ``path`` and returns ``path``.
 
     ``pretrain`` / ``probe``: ``{metric: per-epoch values}`` of the two phases (as
     ``history.csv`` holds them); non-finite values (e.g. kNN on epochs where it was
     not computed) are skipped, so sparse metrics are drawn as connected markers.
     """
-    return save_figure(training_curves_figure(pretrain, probe, title, z_std_reference), path)
+    return save_figure(training_curves_figure(pretrain, probe, title, z_std_reference,
+                                              num_classes), path)
 
 
 #: Legend labels of the bar chart's metrics.

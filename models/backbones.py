@@ -50,6 +50,7 @@ import keras
 from keras import layers
 
 from models import network_constants
+from models.conv import PointwiseConv2D
 from models.tf_seam import use_synchronized_bn  # noqa: F401 (re-exported)
 
 #: The image encoders ([B, S, S, 3] -> [B, D]).
@@ -105,8 +106,8 @@ def _basic_block(x, filters, stride, name, dtype, synchronized=False):
                       name=f"{name}_conv2", dtype=dtype)(y)
     y = _bn(f"{name}_bn2", dtype, synchronized)(y)
     if stride != 1 or shortcut.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                 name=f"{name}_down_conv", dtype=dtype)(shortcut)
+        shortcut = PointwiseConv2D(filters, 1, strides=stride, use_bias=False,
+                                   name=f"{name}_down_conv", dtype=dtype)(shortcut)
         shortcut = _bn(f"{name}_down_bn", dtype, synchronized)(shortcut)
     y = layers.Add(name=f"{name}_add", dtype=dtype)([y, shortcut])
     return layers.ReLU(name=f"{name}_out", dtype=dtype)(y)
@@ -127,8 +128,8 @@ def _bottleneck_block(x, filters, stride, name, dtype, synchronized=False):
     y = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_conv3", dtype=dtype)(y)
     y = _bn(f"{name}_bn3", dtype, synchronized)(y)
     if stride != 1 or shortcut.shape[-1] != out:
-        shortcut = layers.Conv2D(out, 1, strides=stride, use_bias=False,
-                                 name=f"{name}_down_conv", dtype=dtype)(shortcut)
+        shortcut = PointwiseConv2D(out, 1, strides=stride, use_bias=False,
+                                   name=f"{name}_down_conv", dtype=dtype)(shortcut)
         shortcut = _bn(f"{name}_down_bn", dtype, synchronized)(shortcut)
     y = layers.Add(name=f"{name}_add", dtype=dtype)([y, shortcut])
     return layers.ReLU(name=f"{name}_out", dtype=dtype)(y)

@@ -161,7 +161,11 @@ def train_module():
     ("lr_schedule", "warmup_cosine", "lr_schedule"), ("warmup_epochs", 10, "warmup_epochs"),
     ("warmup_lr", 1e-3, "warmup_lr"), ("final_lr", 1e-4, "final_lr"),
     ("lr_scaling", "linear", "lr_scaling"), ("weight_decay", 1e-6, "weight_decay"),
-    ("momentum", 0.8, "momentum"), ("strategy", "mirrored", "strategy")])
+    ("momentum", 0.8, "momentum"), ("strategy", "mirrored", "strategy"),
+    ("probe_learning_rate", 0.01, "probe_learning_rate"),
+    ("probe_weight_decay", 0.0, "probe_weight_decay"),
+    ("probe_batch_size", 32, "probe_batch_size"),
+    ("probe_protocol", "official", "probe_protocol")])
 def test_every_override_flag_reaches_the_config(train_module, flag, value, field):
     assert flag in train_module.OVERRIDES
     # Each flag with a method that uses it (config.OPTION_RULES).
@@ -191,7 +195,7 @@ def test_model_and_config_flags(train_module):
     assert train_module.make_config({"model": "directcopy"}) == config_lib.get_direct_copy()
     with pytest.raises(ValueError, match="exclude"):
         train_module.make_config({"model": "byol", "config": "simsiam"})
-    with pytest.raises(ValueError, match="Valid names"):
+    with pytest.raises(ValueError, match=r"Unknown --config 'nonsense'\. Valid: "):
         train_module.make_config({"config": "nonsense"})
 
 
@@ -209,3 +213,96 @@ def test_stl10_preset_and_explicit_flags_win(train_module):
     assert config.image_size == 96 and config.blur_prob > 0
     assert config.jitter == (0.8, 0.8, 0.8, 0.2)
     assert train_module.make_config({"dataset": "stl10", "image_size": 64}).image_size == 64
+
+
+@pytest.mark.parametrize("flag,value", [("epochs_finetuning", "0"),
+                                        ("probe_learning_rate", "0"),
+                                        ("probe_weight_decay", "-1"),
+                                        ("probe_batch_size", "0")])
+def test_options_of_the_probe_are_refused_before_pre_training(tmp_path, flag, value):
+    """The README's promise: bad input exits 2 before anything is written (the probe
+    runs after pre-training; a bad probe option must not cost a pre-training)."""
+    done = run("train.py", "--name", "stuck", "--results_dir", str(tmp_path),
+               *TINY_FLAGS, f"--{flag}", value)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert flag in one_line_error(done) and "Received" in one_line_error(done)
+    assert not os.listdir(tmp_path)
+
+
+# ---- console: exit codes, help, resume from the folder, logs, Ctrl-C -----------------
+
+def test_help_exits_0_grouped_and_bad_flags_exit_2(tmp_path):
+    shown = run("train.py", "--help")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for group in ("Run:", "Data:", "Model:", "Pre-training:", "Linear probe:", "Monitors:"):
+        assert group in shown.stdout
+    assert "direct_pred_freq_5" in shown.stdout.split("Run:")[0]  # factories listed
+    assert "(default: the factory's value)" in shown.stdout
+    assert "0.03" not in shown.stdout and "4e-4" not in shown.stdout  # no BYOL defaults
+    assert run("test.py", "--help").returncode == 0
+    for script, args, words in [
+            ("train.py", ["--bogus", "1"], "bogus"),
+            ("train.py", ["--name", "x", "--width", "wide"], "width"),
+            ("train.py", ["--name", "x", "positional"], "positional"),
+            ("train.py", ["--name", "x", "--dataset", "cifar-10"], "did you mean 'cifar10'"),
+            ("train.py", ["--name", "x", "--config", "directpred_freq_5"],
+             "did you mean 'direct_pred_freq_5'"),
+            ("test.py", ["--bogus"], "bogus")]:
+        done = run(script, "--results_dir", str(tmp_path), *args)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert words in one_line_error(done).lower(), done.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_resume_reads_the_saved_config_and_refuses_disagreeing_flags(train_module, tmp_path):
+    saved = config_lib.get_config("directpred", dataset="synthetic", epochs_pretraining=3)
+    (tmp_path / "config.json").write_text(saved.to_json())
+    (tmp_path / "run.json").write_text(json.dumps({"format_version": 1,
+                                                   "status": "pretraining"}))
+    assert train_module.resume_config(str(tmp_path), {}) == saved
+    same = {"model": "directpred", "epochs_pretraining": 3, "dataset": "synthetic"}
+    assert train_module.resume_config(str(tmp_path), same) == saved
+    probe = train_module.resume_config(str(tmp_path), {"epochs_finetuning": 7})
+    assert probe == saved.replace(epochs_finetuning=7)
+    with pytest.raises(ValueError, match=r"--model=byol \(saved factory 'direct_pred'\), "
+                                         r"--epochs_pretraining=4 \(saved 3\)"):
+        train_module.resume_config(str(tmp_path), {"model": "byol", "epochs_pretraining": 4})
+    (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "status": "complete"}))
+    with pytest.raises(ValueError, match=r"--epochs_finetuning=7"):
+        train_module.resume_config(str(tmp_path), {"epochs_finetuning": 7})
+    with pytest.raises(ValueError, match="Nothing to resume"):
+        train_module.resume_config(str(tmp_path / "none"), {})
+
+
+def test_logs_one_plain_line_per_epoch_and_ctrl_c_names_the_resume_command(tmp_path):
+    import signal
+    import time
+    env = {**os.environ}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the script quiets the framework itself
+    flags = list(TINY_FLAGS)
+    flags[flags.index("--verbose") + 1] = "1"
+    flags[flags.index("--epochs_pretraining") + 1] = "50"
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--name", "cut", "--results_dir",
+         str(tmp_path), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.startswith("epoch 2/50"):
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    lines += out.splitlines(keepends=True)
+    assert process.returncode == 130, err[-2000:]
+    epochs = [l for l in lines if l.startswith("epoch ")]
+    assert [l.split(":")[0] for l in epochs[:2]] == ["epoch 1/50", "epoch 2/50"]
+    assert len({l.split(":")[0] for l in epochs}) == len(epochs)  # none printed twice
+    assert not any("\x1b" in l or "nan" in l for l in lines)
+    assert "knn" in epochs[0]  # knn_every 1: computed every epoch
+    message = [l for l in err.splitlines() if l.strip()]
+    assert len(message) == 1, err[-3000:]  # no traceback, no framework noise
+    assert "checkpoint of epoch" in message[0]
+    assert message[0].endswith(f"python train.py --name cut --resume --results_dir {tmp_path}")

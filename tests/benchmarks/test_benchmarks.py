@@ -53,3 +53,10 @@ def test_train_step_benchmark_under_jax_and_refusals():
                            "--backend", "jax", "--reference", *TINY_STEP],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert done.returncode != 0 and "TensorFlow only" in done.stderr, done.stderr[-2000:]
+
+
+def test_pointwise_conv_benchmark_prints_the_step_time_ratio():
+    lines = output("pointwise_conv.py", "--cases", "0.0625x16", "--batch_size", "4",
+                   "--steps", "1", "--rounds", "1")
+    assert lines[-2].startswith("width 0.0625 16 px batch 4: Conv2D "), lines
+    assert re.fullmatch(r"pointwise_over_conv2d=\d+\.\d+", lines[-1]), lines[-1]

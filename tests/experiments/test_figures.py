@@ -6,6 +6,7 @@ is empty, or shows another phase's column, fails.
 """
 
 import csv
+import json
 import math
 
 import matplotlib
@@ -48,6 +49,8 @@ def _write_run(root, *, epochs=5, probe_epochs=3, knn_every=2, eigen_records=Non
         writer.writerows(rows)
     if eigen_records:
         eigenspace.save_eigenspace(eigen_records, run.eigenspace)
+    with open(run.metrics, "w") as f:
+        json.dump({"num_classes": 10}, f)
     return run
 
 
@@ -63,17 +66,28 @@ def _expected(path, phase, column):
     return np.array(points).reshape(-1, 2)
 
 
+def _is_reference(line):
+    """An axhline: x from 0 to 1 in axes coordinates, one y."""
+    return list(line.get_xdata()) == [0, 1] and len(set(line.get_ydata())) == 1
+
+
+def _references(axis):
+    """``{label: (y, (colour, linestyle))}`` of an axis's horizontal reference lines."""
+    return {line.get_label(): (line.get_ydata()[0], (line.get_color(), line.get_linestyle()))
+            for line in axis.get_lines() if _is_reference(line)}
+
+
 def _lines_by_label(figure):
     out = {}
     for axis in figure.axes:
         for line in axis.get_lines():
-            if not line.get_label().startswith("_") and line.get_linestyle() != "--":
+            if not line.get_label().startswith("_") and not _is_reference(line):
                 out[line.get_label()] = (axis.get_title(), np.asarray(line.get_xydata()))
     return out
 
 
-LABELS = {"probe_train_top1": "train top-1", "probe_test_top1": "eval top-1",
-          "probe_test_top5": "eval top-5"}
+LABELS = {"probe_train_top1": "train top-1", "probe_test_top1": "test top-1",
+          "probe_test_top5": "test top-5"}
 
 
 @pytest.mark.parametrize("probe_epochs", [3, 0])
@@ -96,13 +110,39 @@ def test_every_panel_draws_the_csv_values_of_its_phase(tmp_path, probe_epochs, k
     assert figure.get_suptitle().startswith("run: direct_pred (method='noncontrastive'")
 
 
-def test_z_std_panel_shows_the_collapse_references(tmp_path):
+def test_z_std_panel_shows_healthy_warning_and_collapse_apart(tmp_path):
     run = _write_run(tmp_path)
     figure = run_curves_figure(run.root)
     axis = next(a for a in figure.axes if a.get_title().startswith("pre-training: z-std"))
-    refs = sorted(line.get_ydata()[0] for line in axis.get_lines()
-                  if line.get_linestyle() == "--")
-    assert refs == pytest.approx([0.0, 1 / math.sqrt(get_config("direct_pred").projection_dim)])
+    refs = _references(axis)
+    healthy = 1 / math.sqrt(get_config("direct_pred").projection_dim)
+    by_word = {word: next(v for k, v in refs.items() if word in k)
+               for word in ("(healthy)", "(collapse warning)", "0 (collapse)")}
+    assert [y for y, _ in by_word.values()] == pytest.approx([healthy, 0.1 * healthy, 0.0])
+    assert len({style for _, style in by_word.values()}) == 3  # visibly different
+    assert {t.get_text() for t in axis.get_legend().get_texts()} >= set(refs)
+
+
+def test_accuracy_panels_draw_chance_and_the_console_words(tmp_path):
+    figure = run_curves_figure(_write_run(tmp_path).root)
+    for title in ("pre-training: kNN top-1", "linear probe: accuracy"):
+        axis = next(a for a in figure.axes if a.get_title() == title)
+        (label, (y, _)), = _references(axis).items()
+        assert label.startswith("chance 1/10") and y == pytest.approx(0.1)
+    labels = [line.get_label() for axis in figure.axes for line in axis.get_lines()]
+    assert "test top-1" in labels and not any("eval" in label for label in labels)
+
+
+def test_one_epoch_panels_have_integer_epoch_ticks(tmp_path):
+    from experiments.visualisation import eigenspace_figure
+    figure = run_curves_figure(_write_run(tmp_path, epochs=1, probe_epochs=1).root)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 4))
+    eigen = eigenspace_figure([{"epoch": 2, **eigenspace.eigen_metrics(a @ a.T, a)}])
+    for axis in [*figure.axes, eigen.axes[3]]:
+        if axis.get_visible() and axis.get_xlabel() == "epoch":
+            ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (axis.get_title(), ticks)
 
 
 @pytest.mark.parametrize("with_eigenspace", [True, False])

@@ -23,4 +23,7 @@ def test_direct_pred_notebook_runs(tmp_path, monkeypatch):
     assert "epochs recorded: [0, 1, 2]" in outputs
     assert any("image/png" in o.get("data", {}) for c in notebook.cells
                if c.cell_type == "code" for o in c.get("outputs", []))
-    assert (tmp_path / "notebook_direct_pred" / "classifier" / "classifier.keras").is_file()
+    runs = [p.name for p in tmp_path.iterdir()]
+    assert len(runs) == 1 and runs[0].startswith("notebook_direct_pred_")  # a fresh folder
+    assert (tmp_path / runs[0] / "classifier" / "classifier.keras").is_file()
+    assert "overwrite=True" not in "".join(c.source for c in notebook.cells)

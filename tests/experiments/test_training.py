@@ -121,3 +121,37 @@ def test_learning_rate_of_a_schedule_is_its_value_at_the_current_step(name):
         assert isinstance(rate, float) and rate == pytest.approx(expected, abs=1e-6)
         wrapped = keras.optimizers.LossScaleOptimizer(optimizer)
         assert cb.current_learning_rate(wrapped) == pytest.approx(expected, abs=1e-6)
+
+
+def test_periodic_monitors_record_the_last_epoch_and_no_placeholder(tmp_path):
+    recorded = []
+    tracker = cb.EigenspaceTracker(None, str(tmp_path), every=2, total_epochs=5)
+    tracker._record = recorded.append
+    knn = cb.KNNMonitor(None, None, 10, every=2, total_epochs=5)
+    for epoch in range(5):
+        tracker.on_epoch_end(epoch)
+    assert recorded == [2, 4, 5]
+    assert [e + 1 for e in range(5) if knn.due(e)] == [2, 4, 5]
+    logs = {"loss": 1.0}
+    knn.on_epoch_end(0, logs)  # not due: nothing added (no NaN placeholder)
+    assert logs == {"loss": 1.0}
+
+
+def test_resume_may_change_the_probe_and_eigenspace_has_the_last_epoch(tmp_path):
+    """A run whose pre-training is done resumes with other probe options (they do not
+    change what pre-trained); eigenspace_every=2 of 3 epochs records epochs 0, 2, 3."""
+    config = get_config("direct_pred").replace(**{**TINY, "eigenspace_every": 2})
+    with pytest.raises(KeyboardInterrupt):
+        train(config, "cut", results_dir=str(tmp_path), verbose=0, callbacks=[Interrupt(2)])
+    changed = config.replace(epochs_finetuning=2, probe_protocol="official")
+    metrics = train(changed, "cut", results_dir=str(tmp_path), resume=True, verbose=0)
+    assert metrics["probe_protocol"] == "official"
+    saved = open(tmp_path / "cut" / "config.json").read()
+    assert get_config("direct_pred").from_json(saved) == changed
+    with open(tmp_path / "cut" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["phase"] for r in rows].count("probe") == 2
+    records = load_eigenspace(str(tmp_path / "cut" / "eigenspace_results"))
+    assert [r["epoch"] for r in records] == [0, 2, 3]
+    with pytest.raises(ValueError, match="epochs_finetuning"):  # complete: nothing changes
+        train(config, "cut", results_dir=str(tmp_path), resume=True, verbose=0)
