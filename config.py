@@ -494,7 +494,8 @@ _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 #: Fields new in config version 3, with the value every run before them had: an older
 #: config.json read today still describes (and re-runs) the run that wrote it.
 _BEFORE_VERSION_3 = dict(weight_init="keras", bn_epsilon=1e-3, bn_momentum=0.99,
-                         predictor_bn_affine=True, predictor_trained_between=False)
+                         predictor_bn_affine=True, predictor_trained_between=False,
+                         probe_protocol="official")
 #: Defaults that version 3 changed (an older file holds the old one where the run ignored it).
 _DEFAULTS_BEFORE_VERSION_3 = dict(target_init="copy")
 

@@ -146,7 +146,8 @@ def test_config_json_of_version_2_still_describes_the_run_that_wrote_it():
     with open(os.path.join(DATA, "config_v2.json")) as f:
         values = json.load(f)
     with pytest.warns(UserWarning, match=r"version 2: fields new in version 3 keep the values "
-                      r"the run had \(weight_init='keras', bn_epsilon=0.001, bn_momentum=0.99\)"):
+                      r"the run had \(weight_init='keras', bn_epsilon=0.001, bn_momentum=0.99, "
+                      r"probe_protocol='official'\)"):
         config = Config.from_dict(values)
     assert config.version == 3
     assert (config.weight_init, config.bn_epsilon, config.bn_momentum) == ("keras", 1e-3, 0.99)
@@ -156,7 +157,7 @@ def test_config_json_of_version_2_still_describes_the_run_that_wrote_it():
     changed = {k for k, v in config.to_dict().items() if v != getattr(today, k)}
     # Every other field is what version 2 wrote (the CIFAR std and target start included).
     assert changed == {"weight_init", "bn_epsilon", "bn_momentum", "normalize_std",
-                       "target_init"}
+                       "target_init", "probe_protocol"}
     assert config.normalize_std == tuple(values["normalize_std"])
     assert config.target_init == values["target_init"] == "copy"
 
