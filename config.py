@@ -440,6 +440,8 @@ class Config:
         warning naming them)."""
         if values.get("version") == 1:
             values = _from_version_1(values)
+        if "probe_protocol" not in values:  # written before it existed: the official loop ran
+            values = {**values, "probe_protocol": "official"}
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:

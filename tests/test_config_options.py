@@ -134,8 +134,11 @@ def test_config_json_of_the_current_version_loads_as_written():
     assert config == get_config("direct_pred", dataset="folder", data_dir="/data/cifar10",
                                 width=0.125, max_train_examples=10000, epochs_pretraining=20,
                                 epochs_finetuning=100, eigenspace=True, eigenspace_every=4,
-                                knn_every=20, predictor_eps=0.01)
-    assert json.loads(config.to_json()) == json.loads(text)
+                                knn_every=20, predictor_eps=0.01,
+                                # written before probe_protocol: the official loop ran
+                                probe_protocol="official")
+    assert json.loads(config.to_json()) == {**json.loads(text), "probe_protocol": "official"}
+    assert Config.from_json(config.to_json()) == config
 
 
 def test_config_json_of_version_1_resets_the_options_its_run_ignored():
