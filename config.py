@@ -43,6 +43,10 @@ LOSSES = ("cosine", "l2")
 #: mini-batch Adam loop, ``full_batch`` full-batch Adam to convergence, ``auto`` the
 #: official loop where it has the published number of steps, else full_batch.
 PROBE_PROTOCOLS = ("auto", "official", "full_batch")
+#: Fields of the linear probe, which runs after pre-training: a run that is not complete
+#: may resume with other values (they do not change what was pre-trained).
+PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
+                "probe_batch_size", "probe_protocol")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
 TARGET_INITS = ("copy", "independent")

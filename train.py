@@ -169,12 +169,6 @@ def make_config(values):
     return config_lib.get_config(name, **changes)
 
 
-#: Fields a resumed run that is not complete may change (the probe runs after
-#: pre-training); mirrors experiments.training.PROBE_FIELDS without importing Keras.
-PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
-                "probe_batch_size", "probe_protocol")
-
-
 def resume_config(run_dir, values):
     """``--resume``: the run's saved config.json, with the flags given (``values``, None
     = not given) checked against it: a flag that disagrees is refused, naming it,
@@ -202,7 +196,7 @@ def resume_config(run_dir, values):
         field = FIELD_OF_FLAG.get(flag, flag)
         if value is None or getattr(saved, field) == value:
             continue
-        if field in PROBE_FIELDS and status != "complete":
+        if field in config_lib.PROBE_FIELDS and status != "complete":
             probe[field] = value
         else:
             disagree.append(f"--{flag}={value} (saved {getattr(saved, field)!r})")
