@@ -321,3 +321,17 @@ def test_the_noise_filter_drops_framework_start_up_lines_only():
             "warning: epoch 3: representation collapse", "Fatal Python error: Aborted"]
     assert all(NOISE.match(line) for line in noise)
     assert not any(NOISE.match(line) for line in kept)
+
+
+def test_console_entry_points_run_the_scripts():
+    """setup.py installs nc-ssl-train / nc-ssl-test; they call train.cli and
+    experiments.evaluate_cli.cli, which parse sys.argv as the scripts do."""
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    assert '"nc-ssl-train=train:cli"' in setup
+    assert '"nc-ssl-test=experiments.evaluate_cli:cli"' in setup
+    for module, prog in (("train", "nc-ssl-train"), ("experiments.evaluate_cli", "nc-ssl-test")):
+        code = (f"import sys; sys.argv = [{prog!r}, '--help']; "
+                f"import {module} as m; m.cli()")
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "--name" in done.stdout, done.stderr[-2000:]
