@@ -49,6 +49,10 @@ LOSSES = ("cosine", "l2")
 #: mini-batch Adam loop, ``full_batch`` full-batch Adam to convergence, ``auto`` the
 #: official loop where it has the published number of steps, else full_batch.
 PROBE_PROTOCOLS = ("auto", "official", "full_batch")
+#: Fields of the linear probe, which runs after pre-training: a run that is not complete
+#: may resume with other values (they do not change what was pre-trained).
+PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
+                "probe_batch_size", "probe_protocol")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
 EMA_SCHEDULES = ("constant", "cosine")
 TARGET_INITS = ("copy", "independent")
@@ -470,9 +474,19 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
+<<<<<<< HEAD
         """A Config from its dict form (config.json), of the current format or of an older
         one (:func:`_upgrade`: a warning names what the upgrade filled in or reset)."""
         values = _upgrade(values)
+=======
+        """A Config from its dict form (config.json), of the current format or of
+        version 1 (options the run did not use are reset to their defaults, with a
+        warning naming them)."""
+        if values.get("version") == 1:
+            values = _from_version_1(values)
+        if "probe_protocol" not in values:  # written before it existed: the official loop ran
+            values = {**values, "probe_protocol": "official"}
+>>>>>>> issue29
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:

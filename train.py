@@ -70,7 +70,8 @@ flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES),
 flags.DEFINE_enum("augment_on", None, list(config_lib.AUGMENT_ON),
                   "Augment in the tf.data pipeline (host) or inside the train step (device).")
 flags.DEFINE_integer("knn_every", None, "kNN monitor every N epochs and at the last (0 = off).")
-flags.DEFINE_integer("eigenspace_every", None, "Eigenspace snapshot at epoch 0, every N epochs and at the last.")
+flags.DEFINE_integer("eigenspace_every", None,
+                     "Eigenspace snapshot at epoch 0, every N epochs and at the last.")
 flags.DEFINE_integer("seed", None, "Random seed.")
 # Optimisation (models/optimizers.py); the factories use the paper's SGD recipe.
 flags.DEFINE_enum("optimizer", None, list(config_lib.OPTIMIZERS),
@@ -88,8 +89,8 @@ flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc.")
 
 #: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
 OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "probe_learning_rate",
-             "probe_weight_decay", "probe_batch_size", "probe_protocol", "symmetry", "eigenspace", "loss",
-             "dataset",
+             "probe_weight_decay", "probe_batch_size", "probe_protocol", "symmetry",
+             "eigenspace", "loss", "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
              "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
              "augment_on",
@@ -135,8 +136,9 @@ def factory_name(values):
     if name:
         key = name[4:] if name.startswith("get_") else name
         if config_lib.MODELS.get(key, key) not in config_lib.FACTORIES:
-            raise ValueError(f"Unknown --config {name!r}.{console.did_you_mean(name, config_lib.FACTORIES)}"
-                             f" Valid: {sorted(config_lib.FACTORIES)}. Received: --config={name}")
+            hint = console.did_you_mean(name, config_lib.FACTORIES)
+            raise ValueError(f"Unknown --config {name!r}.{hint} Valid: "
+                             f"{sorted(config_lib.FACTORIES)}. Received: --config={name}")
         return name
     name = values.get("model") or "byol"
     if name not in config_lib.MODELS:
@@ -169,12 +171,6 @@ def make_config(values):
     return config_lib.get_config(name, **changes)
 
 
-#: Fields a resumed run that is not complete may change (the probe runs after
-#: pre-training); mirrors experiments.training.PROBE_FIELDS without importing Keras.
-PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
-                "probe_batch_size", "probe_protocol")
-
-
 def resume_config(run_dir, values):
     """``--resume``: the run's saved config.json, with the flags given (``values``, None
     = not given) checked against it: a flag that disagrees is refused, naming it,
@@ -202,7 +198,7 @@ def resume_config(run_dir, values):
         field = FIELD_OF_FLAG.get(flag, flag)
         if value is None or getattr(saved, field) == value:
             continue
-        if field in PROBE_FIELDS and status != "complete":
+        if field in config_lib.PROBE_FIELDS and status != "complete":
             probe[field] = value
         else:
             disagree.append(f"--{flag}={value} (saved {getattr(saved, field)!r})")

@@ -36,7 +36,7 @@ import types
 import keras
 import numpy as np
 
-from config import Config
+from config import PROBE_FIELDS, Config
 from experiments import callbacks as cb
 from experiments import console, eigenspace, safe_io, visualisation
 from experiments.metrics import knn_accuracy
@@ -201,15 +201,9 @@ def config_differences(saved, new):
                      for k, v in saved.items() if new[k] != v)
 
 
-#: Fields of the linear probe, which runs after pre-training: a run that is not
-#: complete may resume with other values (they do not change what pre-trained).
-PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
-                "probe_batch_size", "probe_protocol")
-
-
 def _check_resume(run, config, resume, overwrite):
     """For ``--resume``: the saved run info after checking the config is the same
-    (but for :data:`PROBE_FIELDS` of a run that is not complete: the new values are
+    (but for :data:`config.PROBE_FIELDS` of a run that is not complete: the new values are
     saved to config.json)."""
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other.")

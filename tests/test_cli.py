@@ -306,3 +306,32 @@ def test_logs_one_plain_line_per_epoch_and_ctrl_c_names_the_resume_command(tmp_p
     assert len(message) == 1, err[-3000:]  # no traceback, no framework noise
     assert "checkpoint of epoch" in message[0]
     assert message[0].endswith(f"python train.py --name cut --resume --results_dir {tmp_path}")
+
+
+def test_the_noise_filter_drops_framework_start_up_lines_only():
+    from experiments.console import NOISE
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to "
+        "STDERR",
+        "I0000 00:00:1796309490.634415    3000 port.cc:153] oneDNN custom operations are on.",
+        "I0000 00:00:1796309508.559867    3179 service.cc:161]   StreamExecutor [0]: Host",
+        "To enable the following instructions: AVX2 AVX512F, in other operations, rebuild",
+        "W0000 00:00:1796309508.5 3179 device_compiler.h:208] Compiled cluster using XLA!"]
+    kept = ["train.py: error: Unknown --dataset 'x'.", "Traceback (most recent call last):",
+            "warning: epoch 3: representation collapse", "Fatal Python error: Aborted"]
+    assert all(NOISE.match(line) for line in noise)
+    assert not any(NOISE.match(line) for line in kept)
+
+
+def test_console_entry_points_run_the_scripts():
+    """setup.py installs nc-ssl-train / nc-ssl-test; they call train.cli and
+    experiments.evaluate_cli.cli, which parse sys.argv as the scripts do."""
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    assert '"nc-ssl-train=train:cli"' in setup
+    assert '"nc-ssl-test=experiments.evaluate_cli:cli"' in setup
+    for module, prog in (("train", "nc-ssl-train"), ("experiments.evaluate_cli", "nc-ssl-test")):
+        code = (f"import sys; sys.argv = [{prog!r}, '--help']; "
+                f"import {module} as m; m.cli()")
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "--name" in done.stdout, done.stderr[-2000:]

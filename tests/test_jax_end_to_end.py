@@ -66,7 +66,8 @@ def test_directpred_with_eigenspace_trains_and_evaluates_without_tensorflow(tmp_
     evaluated = run_without_tf(tmp_path, "test.py", "--name", "run",
                                "--results_dir", str(results))
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
-    assert float(printed(evaluated.stdout)["top1"]) == pytest.approx(metrics["top1"])
+    # Printed with 6 decimals.
+    assert float(printed(evaluated.stdout)["top1"]) == pytest.approx(metrics["top1"], abs=5e-7)
 
 
 def test_device_augmentation_byol_run_without_tensorflow(tmp_path):

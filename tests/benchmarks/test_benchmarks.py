@@ -60,3 +60,16 @@ def test_pointwise_conv_benchmark_prints_the_step_time_ratio():
                    "--steps", "1", "--rounds", "1")
     assert lines[-2].startswith("width 0.0625 16 px batch 4: Conv2D "), lines
     assert re.fullmatch(r"pointwise_over_conv2d=\d+\.\d+", lines[-1]), lines[-1]
+
+
+def test_probe_convergence_benchmark_compares_with_lbfgs(tmp_path):
+    from config import get_config
+    from experiments.training import train
+    train(get_config("byol", dataset="synthetic", max_train_examples=32, max_test_examples=16,
+                     batch_size=16, width=0.0625, image_size=16, epochs_pretraining=1,
+                     epochs_finetuning=2, knn_every=0), "run", results_dir=str(tmp_path),
+          verbose=0)
+    lines = output("probe_convergence.py", "--name", "run", "--results_dir", str(tmp_path))
+    assert any(line.startswith("L-BFGS to tolerance: top-1 ") for line in lines), lines
+    assert any(line.startswith("probe auto (full_batch): ") for line in lines), lines
+    assert re.fullmatch(r"auto_minus_lbfgs=-?\d+\.\d+", lines[-1]), lines[-1]

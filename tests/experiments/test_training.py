@@ -155,3 +155,47 @@ def test_resume_may_change_the_probe_and_eigenspace_has_the_last_epoch(tmp_path)
     assert [r["epoch"] for r in records] == [0, 2, 3]
     with pytest.raises(ValueError, match="epochs_finetuning"):  # complete: nothing changes
         train(config, "cut", results_dir=str(tmp_path), resume=True, verbose=0)
+
+
+class _Terminal:
+    def __init__(self, tty):
+        self.text, self.tty = "", tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_epoch_summary_one_line_per_epoch_and_a_progress_line_only_on_a_terminal(tty):
+    out = _Terminal(tty)
+    summary = cb.EpochSummary(2, 64, verbose=1, steps_per_epoch=3, stream=out)
+    for epoch in range(2):
+        summary.on_epoch_begin(epoch)
+        for step in range(3):
+            summary.on_train_batch_end(step)
+        logs = {"loss": 1.0, "z_std": 0.001, "learning_rate": 0.03}
+        if epoch == 1:
+            logs["knn_accuracy"] = 0.25
+        summary.on_epoch_end(epoch, logs)
+    lines = out.text.split("\n")
+    if tty:  # the progress line, then the epoch line replacing it (erased first)
+        assert lines[0].startswith("\repoch 1/2 step 1/3\repoch 1/2 step 2/3")
+        assert lines[0].endswith("\r\x1b[Kepoch 1/2: loss 1.0000 z_std 0.0010 lr 0.03")
+    else:
+        assert lines == ["epoch 1/2: loss 1.0000 z_std 0.0010 lr 0.03",
+                         "warning: epoch 1: representation collapse: z_std 0.001 is below "
+                         "0.0125 (healthy is about 0.125)",
+                         "epoch 2/2: loss 1.0000 z_std 0.0010 knn 0.2500 lr 0.03",
+                         "warning: epoch 2: representation collapse: z_std 0.001 is below "
+                         "0.0125 (healthy is about 0.125)", ""]
+    quiet = _Terminal(tty)
+    summary = cb.EpochSummary(2, 64, verbose=0, stream=quiet)
+    summary.on_train_batch_end(0)
+    summary.on_epoch_end(0, {"loss": 1.0, "z_std": 0.1, "learning_rate": 0.03})
+    assert quiet.text == ""
