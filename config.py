@@ -474,19 +474,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
-<<<<<<< HEAD
         """A Config from its dict form (config.json), of the current format or of an older
         one (:func:`_upgrade`: a warning names what the upgrade filled in or reset)."""
         values = _upgrade(values)
-=======
-        """A Config from its dict form (config.json), of the current format or of
-        version 1 (options the run did not use are reset to their defaults, with a
-        warning naming them)."""
-        if values.get("version") == 1:
-            values = _from_version_1(values)
-        if "probe_protocol" not in values:  # written before it existed: the official loop ran
-            values = {**values, "probe_protocol": "official"}
->>>>>>> issue29
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:

@@ -135,21 +135,9 @@ def test_config_json_of_the_current_version_loads_as_written():
     with open(os.path.join(DATA, "config_v3.json")) as f:
         text = f.read()
     config = Config.from_json(text)
-<<<<<<< HEAD
     assert config.version == config_lib.CONFIG_VERSION == 3
     assert config == get_config("direct_pred", **_V3_RUN)
     assert json.loads(config.to_json()) == json.loads(text)
-=======
-    assert config.version == config_lib.CONFIG_VERSION == 2
-    assert config == get_config("direct_pred", dataset="folder", data_dir="/data/cifar10",
-                                width=0.125, max_train_examples=10000, epochs_pretraining=20,
-                                epochs_finetuning=100, eigenspace=True, eigenspace_every=4,
-                                knn_every=20, predictor_eps=0.01,
-                                # written before probe_protocol: the official loop ran
-                                probe_protocol="official")
-    assert json.loads(config.to_json()) == {**json.loads(text), "probe_protocol": "official"}
-    assert Config.from_json(config.to_json()) == config
->>>>>>> issue29
 
 
 def test_config_json_of_version_2_still_describes_the_run_that_wrote_it():
