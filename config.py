@@ -308,10 +308,12 @@ class Config:
         _check_choice("target_init", self.target_init, TARGET_INITS)
         _check_choice("weight_init", self.weight_init, WEIGHT_INITS)
         if not self.bn_epsilon > 0:
-            raise ValueError(f"Config.bn_epsilon must be > 0. Received: bn_epsilon={self.bn_epsilon!r}")
+            raise ValueError("Config.bn_epsilon must be > 0. "
+                             f"Received: bn_epsilon={self.bn_epsilon!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError("Config.bn_momentum must be in [0, 1) (Keras convention: the "
-                             f"weight of the running value). Received: bn_momentum={self.bn_momentum!r}")
+                             "weight of the running value). "
+                             f"Received: bn_momentum={self.bn_momentum!r}")
         _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _check_choice("augment_on", self.augment_on, AUGMENT_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
