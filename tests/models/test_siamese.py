@@ -184,6 +184,15 @@ def grads_at(model, views):
     return variables, [g.numpy() for g in grads]
 
 
+def assert_step(variable, expected):
+    """Updated weights equal the expected SGD step up to float noise between eager and
+    graph gradients, which scales with the largest entry (batch-4 BN gradients under
+    eps 1e-5 reach ~1e2, so their 1e-5 relative noise is ~1e-3 absolute)."""
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-3, atol=2e-4 * scale,
+                               err_msg=variable.path)
+
+
 def test_coupled_l2_weight_decay_is_added_to_every_gradient(views):
     # wd * lr = 0.05: a missing or doubled decay moves weights by ~5% of their
     # value, far above the float noise between eager and graph gradients (~3e-5).
@@ -194,8 +203,7 @@ def test_coupled_l2_weight_decay_is_added_to_every_gradient(views):
     before = weights(variables)
     model.train_on_batch(views)
     for v, w0, g in zip(variables, before, grads):
-        np.testing.assert_allclose(v.numpy(), w0 - 0.1 * (g + 0.5 * w0), rtol=1e-3,
-                                   atol=2e-4, err_msg=v.path)
+        assert_step(v, w0 - 0.1 * (g + 0.5 * w0))
 
 
 def test_predictor_learning_rate_multiplier_and_own_weight_decay(views):
@@ -212,8 +220,7 @@ def test_predictor_learning_rate_multiplier_and_own_weight_decay(views):
             expected = w0 - 1.0 * g  # 10 x lr, no decay
         else:
             expected = w0 - 0.1 * (g + 0.5 * w0)
-        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-3, atol=2e-4,
-                                   err_msg=v.path)
+        assert_step(v, expected)
 
 
 @pytest.mark.parametrize("name", sorted(config_lib.FACTORIES))
