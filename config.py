@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 #: Older files are read by :meth:`Config.from_dict` (:func:`_upgrade`): version 1 options the
 #: run did not use are reset to their defaults, and the fields new in version 3 get the values
 #: the package used before them, so an old config.json still describes the run that wrote it.
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 #: CIFAR-10 per-channel mean and std of the official DirectPred code (luckmatters
 #: ``ssl/real-dataset/data/transforms.py``: ``Normalize([0.4914, 0.4822, 0.4465],
@@ -54,6 +54,9 @@ PROBE_PROTOCOLS = ("auto", "official", "full_batch")
 PROBE_FIELDS = ("epochs_finetuning", "probe_learning_rate", "probe_weight_decay",
                 "probe_batch_size", "probe_protocol")
 PREDICTORS = ("mlp", "linear", "directpred", "directcopy")
+#: DirectCopy's normalisation of F: ``spectral`` F / s_max (DirectSet(alpha = 1), the
+#: DirectPred normalisation at power 1), ``frobenius`` F / ||F||_F (TF2 reproduction).
+DIRECTCOPY_NORMS = ("spectral", "frobenius")
 EMA_SCHEDULES = ("constant", "cosine")
 TARGET_INITS = ("copy", "independent")
 #: ``torch``: PyTorch's initialisers, as the official code's networks (torchvision ResNet:
@@ -104,6 +107,8 @@ OPTION_RULES = (
      "a predictor computed from F (predictor='directpred' or 'directcopy')"),
     (("predictor_power",), lambda c: _computed_predictor(c) and c.predictor == "directpred",
      "predictor='directpred'"),
+    (("directcopy_norm",), lambda c: _computed_predictor(c) and c.predictor == "directcopy",
+     "predictor='directcopy'"),
     (("predictor_trained_between",), lambda c: _computed_predictor(c) and c.predictor_freq > 1,
      "a predictor computed from F every predictor_freq > 1 steps"),
     (("corr_rho", "corr_center"), lambda c: _computed_predictor(c) or (
@@ -229,8 +234,11 @@ class Config:
     corr_rho: float = 0.3
     #: Subtract the batch mean of z before forming E[z z^T].
     corr_center: bool = False
-    #: DirectPred: p_j = (s_j / s_max)^power + eps. DirectCopy: Wp = F/|F|_F + eps I.
+    #: DirectPred: p_j = (s_j / s_max)^power + eps. DirectCopy: Wp = F / norm(F) + eps I.
     predictor_eps: float = 0.1
+    #: DirectCopy's norm(F) (:data:`DIRECTCOPY_NORMS`): ``spectral`` = s_max, so that
+    #: DirectCopy is DirectSet(1) beside DirectPred = DirectSet(1/2) (docs/recipes.md).
+    directcopy_norm: str = "spectral"
     #: DirectPred: the exponent of s_j / s_max (0.5 = Eq. 18; 1 / official ``dyn_convert``).
     predictor_power: float = 0.5
     #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
@@ -304,6 +312,7 @@ class Config:
         _check_choice("stem", self.stem, STEMS)
         _check_choice("projector", self.projector, PROJECTORS)
         _check_choice("predictor", self.predictor, PREDICTORS)
+        _check_choice("directcopy_norm", self.directcopy_norm, DIRECTCOPY_NORMS)
         _check_choice("ema_schedule", self.ema_schedule, EMA_SCHEDULES)
         _check_choice("target_init", self.target_init, TARGET_INITS)
         _check_choice("weight_init", self.weight_init, WEIGHT_INITS)
@@ -502,6 +511,8 @@ _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 _BEFORE_VERSION_3 = dict(weight_init="keras", bn_epsilon=1e-3, bn_momentum=0.99,
                          predictor_bn_affine=True, predictor_trained_between=False,
                          probe_protocol="official")
+#: Fields new in config version 4, with the value every run before them had.
+_BEFORE_VERSION_4 = dict(directcopy_norm="frobenius")
 #: Defaults that version 3 changed (an older file holds the old one where the run ignored it).
 _DEFAULTS_BEFORE_VERSION_3 = dict(target_init="copy")
 
@@ -512,11 +523,22 @@ def _upgrade(values: dict) -> dict:
     Version 1: options the run did not use are reset (:func:`_from_version_1`). Versions 1
     and 2: the fields new in version 3 get the value the run had (:data:`_BEFORE_VERSION_3`)
     where the run used them, and every option the run did not use takes today's default
-    (version 2 refused anything else there, so nothing the run did changes)."""
+    (version 2 refused anything else there, so nothing the run did changes). Version 3:
+    a DirectCopy run keeps its Frobenius normalisation (:data:`_BEFORE_VERSION_4`)."""
     import types
     import warnings
 
     version = values.get("version")
+    if version == 3:
+        values = {**_BEFORE_VERSION_4, **values, "version": CONFIG_VERSION}
+        if _computed_predictor(types.SimpleNamespace(**{**_FIELD_DEFAULTS, **values})) \
+                and values.get("predictor") == "directcopy":
+            warnings.warn("config.json of version 3: directcopy_norm='frobenius' (the norm "
+                          "its run used); today's DirectCopy divides F by its top "
+                          "eigenvalue (docs/recipes.md)", stacklevel=3)
+        else:
+            values["directcopy_norm"] = _FIELD_DEFAULTS["directcopy_norm"]
+        return values
     if version not in (1, 2):
         return values
     notes = []
@@ -525,16 +547,16 @@ def _upgrade(values: dict) -> dict:
         if ignored:
             notes.append("options the run did not use are reset to their defaults: "
                          + ", ".join(ignored))
-    values = {**_BEFORE_VERSION_3, **values, "version": CONFIG_VERSION}
+    values = {**_BEFORE_VERSION_3, **_BEFORE_VERSION_4, **values, "version": CONFIG_VERSION}
     view = types.SimpleNamespace(**{**_FIELD_DEFAULTS, **values})
     for fields, uses, _ in OPTION_RULES:
         if not uses(view):
             for field in fields:
                 values[field] = _FIELD_DEFAULTS[field]
-    kept = [f"{field}={values[field]!r}" for field in _BEFORE_VERSION_3
+    kept = [f"{field}={values[field]!r}" for field in {**_BEFORE_VERSION_3, **_BEFORE_VERSION_4}
             if values[field] != _FIELD_DEFAULTS[field]]
     if kept:
-        notes.append("fields new in version 3 keep the values the run had ("
+        notes.append("fields new in versions 3 and 4 keep the values the run had ("
                      + ", ".join(kept) + "); today's factories use PyTorch's initialisers "
                      "and BN constants and train a freq > 1 DirectPred predictor between "
                      "recomputations, as the official code (docs/recipes.md)")
@@ -660,7 +682,7 @@ def get_deeper_projection() -> Config:
 
 
 def get_direct_copy() -> Config:
-    """DirectCopy: Wp = F / ||F||_F + eps I with eps = 0.3, rho = 0.5, EMA target."""
+    """DirectCopy (Wang et al. 2021): Wp = F / s_max(F) + eps I, eps 0.3, rho 0.5, EMA."""
     return Config(name="direct_copy", predictor="directcopy", predictor_eps=0.3,
                   corr_rho=0.5)
 

@@ -63,16 +63,26 @@ def direct_pred_weights(corr, eps=0.1, power=0.5):
     return ops.matmul(u * p[None, :], ops.transpose(u))
 
 
-def direct_copy_weights(corr, eps=0.3):
-    """DirectCopy predictor (Wang et al. 2021, "Towards demystifying ... DirectCopy"):
-    ``Wp = F / ||F||_F + eps I``.
+def direct_copy_weights(corr, eps=0.3, norm="spectral"):
+    """DirectCopy predictor (Wang, Chen, Du & Tian 2021, arXiv 2110.04947):
+    ``Wp = F / ||F|| + eps I``, no eigenvectors needed.
 
-    The Frobenius normalisation (as in the original TF2 reproduction's
-    ``get_direct_copy``) makes ``eps`` comparable across runs and feature scales.
+    ``norm="spectral"``: ``||F||_2 = s_max`` (F is symmetric PSD), so DirectCopy is
+    DirectSet(alpha = 1) beside DirectPred = DirectSet(1/2) with DirectPred's own
+    normalisation (as ``dp_alpha=1`` in fmi-basel/implicit-var-reg,
+    ``solo/methods/directpred.py``). ``norm="frobenius"``: ``||F||_F``, the original TF2
+    reproduction's rule (config.json files before version 4).
     """
     corr = f32(corr)
-    norm = ops.maximum(ops.sqrt(ops.sum(ops.square(corr))), 1e-30)
-    return corr / norm + eps * ops.eye(ops.shape(corr)[0], dtype="float32")
+    if norm == "spectral":
+        scale = ops.max(ops.eigh(0.5 * (corr + ops.transpose(corr)))[0])
+    elif norm == "frobenius":
+        scale = ops.sqrt(ops.sum(ops.square(corr)))
+    else:
+        raise ValueError(f"DirectCopy norm must be 'spectral' or 'frobenius'. "
+                         f"Received: norm={norm!r}")
+    scale = ops.maximum(scale, 1e-30)
+    return corr / scale + eps * ops.eye(ops.shape(corr)[0], dtype="float32")
 
 
 def _direct_pred_rule(config):
@@ -81,8 +91,8 @@ def _direct_pred_rule(config):
 
 
 def _direct_copy_rule(config):
-    eps = config.predictor_eps
-    return lambda f: direct_copy_weights(f, eps)
+    eps, norm = config.predictor_eps, config.directcopy_norm
+    return lambda f: direct_copy_weights(f, eps, norm)
 
 
 #: ``Config.predictor`` of a computed predictor -> a builder ``config -> rule``, the

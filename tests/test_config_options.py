@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -132,12 +133,25 @@ _V3_RUN = dict(dataset="folder", data_dir="/data/cifar10", width=0.125,
 
 
 def test_config_json_of_the_current_version_loads_as_written():
-    with open(os.path.join(DATA, "config_v3.json")) as f:
+    with open(os.path.join(DATA, "config_v4.json")) as f:
         text = f.read()
     config = Config.from_json(text)
-    assert config.version == config_lib.CONFIG_VERSION == 3
+    assert config.version == config_lib.CONFIG_VERSION == 4
     assert config == get_config("direct_pred", **_V3_RUN)
     assert json.loads(config.to_json()) == json.loads(text)
+
+
+def test_config_json_of_version_3_loads_silently_unless_it_ran_directcopy():
+    with open(os.path.join(DATA, "config_v3.json")) as f:
+        values = json.load(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Config.from_dict(values) == get_config("direct_pred", **_V3_RUN)
+    copy = {**values, "predictor": "directcopy", "predictor_power": 0.5}
+    with pytest.warns(UserWarning, match="directcopy_norm='frobenius'"):
+        config = Config.from_dict(copy)
+    assert (config.version, config.directcopy_norm) == (4, "frobenius")
+    assert get_config("direct_copy").directcopy_norm == "spectral"
 
 
 def test_config_json_of_version_2_still_describes_the_run_that_wrote_it():
@@ -145,11 +159,11 @@ def test_config_json_of_version_2_still_describes_the_run_that_wrote_it():
     had (Keras initialisers and BN constants), the warning names them, and nothing else moves."""
     with open(os.path.join(DATA, "config_v2.json")) as f:
         values = json.load(f)
-    with pytest.warns(UserWarning, match=r"version 2: fields new in version 3 keep the values "
+    with pytest.warns(UserWarning, match=r"version 2: fields new in versions 3 and 4 keep the values "
                       r"the run had \(weight_init='keras', bn_epsilon=0.001, bn_momentum=0.99, "
                       r"probe_protocol='official'\)"):
         config = Config.from_dict(values)
-    assert config.version == 3
+    assert config.version == 4
     assert (config.weight_init, config.bn_epsilon, config.bn_momentum) == ("keras", 1e-3, 0.99)
     # It ignored the MLP predictor's BN and the between-recomputation training: defaults.
     assert not config.predictor_bn_affine and config.predictor_trained_between

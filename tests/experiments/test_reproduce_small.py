@@ -68,6 +68,9 @@ def test_default_rows_validation_mode_and_seeds(tmp_path):
         top1 = [m["top1"] for m in metrics]
         assert [r["seed"] for r in row["seeds"]] == [3, 4]
         assert [r["probe_top1"] for r in row["seeds"]] == top1
+        selected = [m["best_test_top1_test_selected"] for m in metrics]
+        assert [r["probe_top1_selected"] for r in row["seeds"]] == selected
+        assert all(s >= t for s, t in zip(selected, top1))  # the best epoch, the last included
         assert row["probe_top1"] == pytest.approx(np.mean(top1))
         assert row["probe_top1_std"] == pytest.approx(np.std(top1, ddof=1))
     floor, simclr = table["rows"]
@@ -77,6 +80,7 @@ def test_default_rows_validation_mode_and_seeds(tmp_path):
         assert simclr[gain] == pytest.approx(diffs.mean())
         assert simclr[f"{gain}_std"] == pytest.approx(np.std(diffs, ddof=1))
     assert "gain over floor" in (tmp_path / "table.md").read_text()
+    assert "test-selected (published protocol)" in (tmp_path / "table.md").read_text()
     assert "±" in (tmp_path / "table.md").read_text()
     assert "seeds 3, 4" in (tmp_path / "table.md").read_text()
 

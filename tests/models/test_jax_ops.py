@@ -173,7 +173,7 @@ def test_predictor_rules(jax_out):
 
     np.testing.assert_allclose(o["dp"], dp(0.1, 0.5), atol=2e-5)
     np.testing.assert_allclose(o["dp_power1"], dp(0.1, 1.0), atol=2e-5)
-    dc = corr / np.sqrt(np.sum(corr ** 2)) + 0.3 * np.eye(6)
+    dc = corr / np.linalg.eigvalsh(corr).max() + 0.3 * np.eye(6)
     np.testing.assert_allclose(o["dc"], dc, atol=1e-6)
     # The rule table binds each factory's eps (direct_pred 0.1, direct_copy 0.3).
     np.testing.assert_allclose(o["dp_rule"], dp(0.1, 0.5), atol=2e-5)

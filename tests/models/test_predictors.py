@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import (accumulate_correlation, direct_copy_weights, direct_pred_weights,
@@ -36,11 +37,14 @@ def test_direct_pred_power_from_known_eigendecomposition():
         expected = (q * np.maximum(p, 1e-4)) @ q.T
         got = direct_pred_weights(corr.astype("float32"), eps=eps, power=power).numpy()
         np.testing.assert_allclose(got, expected, atol=2e-5)
-    # On a PSD F, power 1 is F / s_max + eps I, unlike DirectCopy's F / ||F||_F + eps I.
+    # On a PSD F, power 1 is F / s_max + eps I: DirectCopy (DirectSet(1)), not the
+    # TF2 reproduction's F / ||F||_F + eps I.
     psd = ((q * np.maximum(s, 0)) @ q.T).astype("float32")
     linear = direct_pred_weights(psd, eps=0.1, power=1.0).numpy()
     np.testing.assert_allclose(linear, psd / 2.0 + 0.1 * np.eye(d), atol=2e-5)
-    assert not np.allclose(linear, direct_copy_weights(psd, eps=0.1).numpy(), atol=1e-3)
+    np.testing.assert_allclose(direct_copy_weights(psd, eps=0.1).numpy(), linear, atol=2e-5)
+    frobenius = direct_copy_weights(psd, eps=0.1, norm="frobenius").numpy()
+    assert not np.allclose(linear, frobenius, atol=1e-3)
 
 
 def test_direct_pred_negative_eps_is_clipped_at_1e_4():
@@ -51,13 +55,21 @@ def test_direct_pred_negative_eps_is_clipped_at_1e_4():
                                atol=1e-5)
 
 
-def test_direct_copy_weights():
+@pytest.mark.parametrize("norm", ["spectral", "frobenius"])
+def test_direct_copy_weights(norm):
     rng = np.random.default_rng(2)
     a = rng.normal(size=(5, 5))
     corr = a @ a.T
-    expected = corr / np.sqrt(np.sum(corr ** 2)) + 0.3 * np.eye(5)
-    np.testing.assert_allclose(direct_copy_weights(corr.astype("float32"), eps=0.3).numpy(),
-                               expected, atol=1e-6)
+    scale = np.linalg.eigvalsh(corr).max() if norm == "spectral" else np.linalg.norm(corr)
+    expected = corr / scale + 0.3 * np.eye(5)
+    got = direct_copy_weights(corr.astype("float32"), eps=0.3, norm=norm).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.isclose(np.linalg.eigvalsh(got).max(), 1.3, atol=1e-5) == (norm == "spectral")
+
+
+def test_direct_copy_refuses_an_unknown_norm():
+    with pytest.raises(ValueError, match="Received: norm='l1'"):
+        direct_copy_weights(np.eye(3, dtype="float32"), norm="l1")
 
 
 def test_correlation_accumulator_over_several_steps():

@@ -122,14 +122,16 @@ def test_direct_pred_sets_wp_from_f_and_is_not_trained(views, name, power):
                                np_direct_pred(corr, config.predictor_eps, power), atol=1e-4)
 
 
-def test_direct_copy_sets_wp_from_f(views):
-    config = tiny_config("direct_copy")
+@pytest.mark.parametrize("norm", ["spectral", "frobenius"])
+def test_direct_copy_sets_wp_from_f(views, norm):
+    config = tiny_config("direct_copy", directcopy_norm=norm)
     model = make(config)
     x1, x2 = views
     z = np.concatenate([online_z(model, x1), online_z(model, x2)])
     model.train_on_batch(views)
     corr = z.T @ z / len(z)
-    expected = corr / np.linalg.norm(corr) + 0.3 * np.eye(len(corr))
+    scale = np.linalg.eigvalsh(corr).max() if norm == "spectral" else np.linalg.norm(corr)
+    expected = corr / scale + 0.3 * np.eye(len(corr))
     np.testing.assert_allclose(model.predictor_kernel.numpy(), expected, atol=1e-5)
 
 
