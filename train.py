@@ -5,7 +5,8 @@
     python train.py --model directpred --set predictor_eps=0.05 --set corr_rho=0.5 --name r
 
 Flags override the chosen factory's values (flags left unset keep them), and so does
-``--set FIELD=VALUE`` for any Config field; the effective config is saved to RESULTS_DIR/NAME/config.json. See README.md.
+``--set FIELD=VALUE`` for any Config field; the effective config is saved to
+RESULTS_DIR/NAME/config.json. See README.md.
 Under ``KERAS_BACKEND=jax`` the same flags train on one device from in-memory
 arrays (``--dataset synthetic|folder``; docs/backends.md).
 """
@@ -96,8 +97,8 @@ OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "probe_learning_rate",
              "probe_weight_decay", "probe_batch_size", "probe_protocol", "symmetry",
              "eigenspace", "loss", "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
-             "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
-             "augment_on",
+             "max_test_examples", "validation_examples", "backbone", "width",
+             "mixed_precision", "jit_compile", "augment_on",
              "knn_every", "eigenspace_every", "seed", "optimizer", "base_lr", "lr_schedule",
              "warmup_epochs", "warmup_lr", "final_lr", "lr_scaling", "weight_decay",
              "momentum", "strategy")

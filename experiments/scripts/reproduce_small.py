@@ -218,7 +218,8 @@ def write_table(table, shared, results_dir):
     reasons = [f"- {row['name']}: {row['reason']}." for row in table if row.get("reason")]
     text = "\n".join(lines) + f"\n\nShared settings: {settings}.{note}\n"
     if reasons:
-        text += "\nWhy rows depart from their factory (config.py):\n" + "\n".join(reasons) + "\n"
+        text += ("\nWhy rows depart from their factory (experiments/reproduction.py):\n"
+                 + "\n".join(reasons) + "\n")
     with open(os.path.join(results_dir, "table.md"), "w") as f:
         f.write(text)
     with open(os.path.join(results_dir, "table.json"), "w") as f:
