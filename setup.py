@@ -10,10 +10,10 @@ setup(
                  "Ganguli, ICML 2021."),
     python_requires=">=3.11,<3.12",
     # train.py is also a module: the nc-ssl-train console script runs train.cli.
-    py_modules=["config", "train"],
+    py_modules=["train"],
     entry_points={"console_scripts": ["nc-ssl-train=train:cli",
                                       "nc-ssl-test=experiments.evaluate_cli:cli"]},
-    packages=find_packages(include=["models", "models.*", "data_processing",
+    packages=find_packages(include=["config", "models", "models.*", "data_processing",
                                     "data_processing.*", "experiments", "experiments.*"]),
     install_requires=[
         # CPU build; GPU users: pip install "tensorflow[and-cuda]==2.21.0" (README).

@@ -2,9 +2,11 @@
 
     python train.py --model directpred --eigenspace --name run
     python train.py --config direct_pred_freq_5 --name run5 --epochs_pretraining 10
+    python train.py --model directpred --set predictor_eps=0.05 --set corr_rho=0.5 --name r
 
-Flags override the chosen factory's values (flags left unset keep them); the
-effective config is saved to RESULTS_DIR/NAME/config.json. See README.md.
+Flags override the chosen factory's values (flags left unset keep them), and so does
+``--set FIELD=VALUE`` for any Config field; the effective config is saved to
+RESULTS_DIR/NAME/config.json. See README.md.
 Under ``KERAS_BACKEND=jax`` the same flags train on one device from in-memory
 arrays (``--dataset synthetic|folder``; docs/backends.md).
 """
@@ -86,14 +88,17 @@ flags.DEFINE_enum("lr_scaling", None, list(config_lib.LR_SCALINGS),
                   "linear: learning rates times batch_size / 256; none.")
 flags.DEFINE_float("weight_decay", None, "Weight decay.")
 flags.DEFINE_float("momentum", None, "Momentum of sgd / lars / larc.")
+flags.DEFINE_multi_string("set", None, "FIELD=VALUE: any Config field, typed as the "
+                          "field (e.g. --set predictor_eps=0.05 --set crop_scale=0.2,1.0; "
+                          "none for an optional field), checked and saved like the flags.")
 
 #: Flags copied onto Config fields when given (same name, or FIELD_OF_FLAG's).
 OVERRIDES = ("epochs_pretraining", "epochs_finetuning", "probe_learning_rate",
              "probe_weight_decay", "probe_batch_size", "probe_protocol", "symmetry",
              "eigenspace", "loss", "dataset",
              "data_dir", "image_size", "batch_size", "max_train_examples",
-             "max_test_examples", "validation_examples", "backbone", "width", "mixed_precision", "jit_compile",
-             "augment_on",
+             "max_test_examples", "validation_examples", "backbone", "width",
+             "mixed_precision", "jit_compile", "augment_on",
              "knn_every", "eigenspace_every", "seed", "optimizer", "base_lr", "lr_schedule",
              "warmup_epochs", "warmup_lr", "final_lr", "lr_scaling", "weight_decay",
              "momentum", "strategy")
@@ -115,6 +120,7 @@ HELP_GROUPS = (
                       "probe_weight_decay", "probe_batch_size")),
     ("Monitors", ("knn_every", "eigenspace", "eigenspace_every")),
     ("Hardware", ("strategy", "mixed_precision", "jit_compile")),
+    ("Any field", ("set",)),
 )
 #: Datasets known by name (any other tfds name is passed to tensorflow-datasets).
 KNOWN_DATASETS = ("cifar10", "cifar100", "stl10", "tf_flowers", "synthetic", "folder")
@@ -154,12 +160,33 @@ def _check_dataset(dataset):
                              f"--dataset={dataset}")
 
 
+def set_changes(values):
+    """The fields of the ``--set FIELD=VALUE`` assignments in ``values["set"]``, each typed
+    as its field (:func:`config.parse_assignment`); a field named by a flag too, or twice,
+    is refused."""
+    flagged = {FIELD_OF_FLAG.get(k, k): k for k in OVERRIDES if values.get(k) is not None}
+    changes = {}
+    for text in values.get("set") or ():
+        try:
+            field, value = config_lib.parse_assignment(text)
+        except ValueError as error:
+            raise ValueError(f"--set: {error}") from None
+        if field in changes or field in flagged:
+            other = f"--{flagged[field]}" if field in flagged else "another --set"
+            raise ValueError(f"--set {field}= gives a field that {other} gives too. "
+                             f"Received: --set={text}")
+        changes[field] = value
+    return changes
+
+
 def make_config(values):
     """The effective Config from a dict of flag values (``None`` = not given)."""
     name = factory_name(values)
-    _check_dataset(values.get("dataset"))
+    assigned = set_changes(values)
+    _check_dataset(assigned.get("dataset", values.get("dataset")))
     changes = {FIELD_OF_FLAG.get(k, k): values[k] for k in OVERRIDES
                if values.get(k) is not None}
+    changes.update(assigned)
     if values.get("one_layer_predictor"):
         factory = config_lib.get_config(name)
         if factory.predictor != "mlp":
@@ -193,15 +220,16 @@ def resume_config(run_dir, values):
             flag = "--config" if values.get("config") else "--model"
             disagree.append(f"{flag}={values.get('config') or values['model']} "
                             f"(saved factory {saved.name!r})")
-    for flag in OVERRIDES:
-        value = values.get(flag)
-        field = FIELD_OF_FLAG.get(flag, flag)
-        if value is None or getattr(saved, field) == value:
+    given = [(f"--{flag}", FIELD_OF_FLAG.get(flag, flag), values[flag]) for flag in OVERRIDES
+             if values.get(flag) is not None]
+    given += [(f"--set {field}", field, value) for field, value in set_changes(values).items()]
+    for flag, field, value in given:
+        if getattr(saved, field) == value:
             continue
         if field in config_lib.PROBE_FIELDS and status != "complete":
             probe[field] = value
         else:
-            disagree.append(f"--{flag}={value} (saved {getattr(saved, field)!r})")
+            disagree.append(f"{flag}={value} (saved {getattr(saved, field)!r})")
     if values.get("one_layer_predictor") and saved.predictor != "linear":
         disagree.append(f"--one_layer_predictor (saved predictor {saved.predictor!r})")
     if disagree:
@@ -228,7 +256,7 @@ def _interrupted(run_dir, name, results_dir):
 def main(argv):
     del argv
     values = {name: FLAGS[name].value for name in
-              (*OVERRIDES, "model", "config", "one_layer_predictor")}
+              (*OVERRIDES, "model", "config", "one_layer_predictor", "set")}
     try:
         if not FLAGS.name:
             raise ValueError("--name is required (results go to RESULTS_DIR/NAME).")

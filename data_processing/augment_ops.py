@@ -33,7 +33,6 @@ Column layout of ``u`` (one view)::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Tuple
 
@@ -41,7 +40,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from config import Config
+from config.groups import AugmentParams  # the augmentation group, defined with the others
 
 #: Luma weights of torchvision ``rgb_to_grayscale`` (ITU-R 601-2).
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -62,56 +61,6 @@ C_BLUR_ON = C_GRAY + 1
 C_SIGMA = C_BLUR_ON + 1
 #: Uniforms per image and view.
 NUM_UNIFORMS = C_SIGMA + 1
-
-
-#: Defaults come from Config, so the two never drift apart.
-_DEFAULTS = Config()
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentParams:
-    """The augmentation fields of :class:`config.Config` (same names, meaning, defaults)."""
-
-    image_size: int = _DEFAULTS.image_size
-    crop_scale: Tuple[float, float] = _DEFAULTS.crop_scale
-    crop_ratio: Tuple[float, float] = _DEFAULTS.crop_ratio
-    flip_prob: float = _DEFAULTS.flip_prob
-    jitter: Tuple[float, float, float, float] = _DEFAULTS.jitter
-    jitter_prob: float = _DEFAULTS.jitter_prob
-    grayscale_prob: float = _DEFAULTS.grayscale_prob
-    blur_prob: float = _DEFAULTS.blur_prob
-    blur_kernel_size: int = _DEFAULTS.blur_kernel_size
-    blur_sigma: Tuple[float, float] = _DEFAULTS.blur_sigma
-    normalize_mean: Tuple[float, float, float] = _DEFAULTS.normalize_mean
-    normalize_std: Tuple[float, float, float] = _DEFAULTS.normalize_std
-
-    def __post_init__(self):
-        # Tuples keep the dataclass hashable (it keys the compiled-function cache).
-        for name in ("crop_scale", "crop_ratio", "jitter", "blur_sigma",
-                     "normalize_mean", "normalize_std"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        def increasing_pair(v):
-            return len(v) == 2 and 0 < v[0] <= v[1]
-
-        checks = [
-            ("crop_scale", increasing_pair(self.crop_scale)),
-            ("crop_ratio", increasing_pair(self.crop_ratio)),
-            ("jitter", len(self.jitter) == 4 and min(self.jitter) >= 0 and self.jitter[3] <= 0.5),
-            ("blur_sigma", increasing_pair(self.blur_sigma)),
-            ("normalize_mean", len(self.normalize_mean) == 3),
-            ("normalize_std", len(self.normalize_std) == 3 and min(self.normalize_std) > 0),
-            ("image_size", self.image_size >= 1),
-            ("blur_kernel_size", self.blur_kernel_size >= 1 and self.blur_kernel_size % 2 == 1),
-        ]
-        for name in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
-            checks.append((name, 0.0 <= getattr(self, name) <= 1.0))
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"Invalid augmentation parameter {name}={getattr(self, name)!r}.")
-
-    @classmethod
-    def from_config(cls, config) -> "AugmentParams":
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 # ---------------------------------------------------------------------------

@@ -82,8 +82,11 @@ def help_text(prog, summary, flag_values, groups, factory_default):
             else:
                 default = str(flag.default)
             kind = "" if flag.flag_type() == "bool" else "=" + flag.flag_type().upper()
+            text = flag.help
+            if flag.flag_type().startswith("multi"):  # absl appends "; repeat this option..."
+                kind, text = "=VALUE (repeatable)", text.split(";\n")[0]
             lines.append(f"  --{name}{kind}")
-            lines.append(f"      {flag.help} (default: {default})")
+            lines.append(f"      {text} (default: {default})")
         lines.append("")
     lines.append(f"Exit status: 0 done, 2 bad input, 3 non-finite loss, 4 unwritable results, "
                  f"130 interrupted. See README.md. ({prog})")

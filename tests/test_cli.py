@@ -87,8 +87,11 @@ def test_train_then_test_end_to_end(tmp_path, model):
 
 def test_test_py_only_vis_draws_without_evaluating(tmp_path):
     done = run("train.py", "--config", "eigenspace_experiment", "--name", "v",
-               "--results_dir", str(tmp_path), "--eigenspace_every", "1", *TINY_FLAGS)
+               "--results_dir", str(tmp_path), "--eigenspace_every", "1", *TINY_FLAGS,
+               "--set", "knn_k=5")
     assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert saved["knn_k"] == 5  # --set is saved like any flag
     os.remove(tmp_path / "v" / "eigenspace.png")
     for flag in (["--only", "vis"], ["--only_vis"]):
         shown = run("test.py", "--name", "v", "--results_dir", str(tmp_path), *flag)
@@ -215,6 +218,43 @@ def test_stl10_preset_and_explicit_flags_win(train_module):
     assert train_module.make_config({"dataset": "stl10", "image_size": 64}).image_size == 64
 
 
+def test_set_reaches_any_field_typed_and_checked_like_a_flag(train_module):
+    config = train_module.make_config({"model": "directpred", "set": [
+        "predictor_eps=0.05", "predictor_freq=5", "crop_scale=0.2,1.0", "corr_center=true"]})
+    assert config == config_lib.get_config("directpred", predictor_eps=0.05, predictor_freq=5,
+                                           crop_scale=(0.2, 1.0), corr_center=True)
+    assert train_module.make_config({"set": ["dataset=stl10"]}).image_size == 96  # its preset
+    for values, words in [({"set": ["width=0.5"], "width": 0.25}, "--width gives too"),
+                          ({"set": ["seed=1", "seed=2"]}, "another --set gives too"),
+                          ({"set": ["predictor_eps=0.05"]}, "predictor_eps applies to"),
+                          ({"set": ["width"]}, "Expected FIELD=VALUE")]:
+        with pytest.raises(ValueError, match=words):
+            train_module.make_config(values)
+
+
+def test_resume_checks_set_fields_against_the_saved_config(train_module, tmp_path):
+    saved = config_lib.get_config("directpred", predictor_eps=0.05)
+    (tmp_path / "config.json").write_text(saved.to_json())
+    (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "status": "pretraining"}))
+    assert train_module.resume_config(str(tmp_path), {"set": ["predictor_eps=0.05"]}) == saved
+    assert train_module.resume_config(str(tmp_path), {"set": ["probe_batch_size=64"]}) == \
+        saved.replace(probe_batch_size=64)
+    with pytest.raises(ValueError, match=r"--set predictor_eps=0.1 \(saved 0.05\)"):
+        train_module.resume_config(str(tmp_path), {"set": ["predictor_eps=0.1"]})
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "predictor_epss=0.1"], "did you mean 'predictor_eps'?"),
+    (["--set", "flip_prob=1.5"], "config.flip_prob must be in [0, 1]. received: flip_prob=1.5"),
+    (["--set", "crop_scale=0.9,0.1"], "received: crop_scale=(0.9, 0.1)"),
+    (["--set", "seed=abc"], "config.seed takes a value of type int")])
+def test_bad_set_exits_2_in_one_line_and_writes_nothing(tmp_path, args, words):
+    done = run("train.py", "--name", "x", "--results_dir", str(tmp_path / "r"), *args)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert words in one_line_error(done).lower()
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("flag,value", [("epochs_finetuning", "0"),
                                         ("probe_learning_rate", "0"),
                                         ("probe_weight_decay", "-1"),
@@ -238,6 +278,7 @@ def test_help_exits_0_grouped_and_bad_flags_exit_2(tmp_path):
         assert group in shown.stdout
     assert "direct_pred_freq_5" in shown.stdout.split("Run:")[0]  # factories listed
     assert "(default: the factory's value)" in shown.stdout
+    assert "--set=VALUE (repeatable)" in shown.stdout.split("Any field:")[1]
     assert "0.03" not in shown.stdout and "4e-4" not in shown.stdout  # no BYOL defaults
     assert run("test.py", "--help").returncode == 0
     for script, args, words in [

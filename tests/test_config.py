@@ -160,3 +160,55 @@ def test_parse_assignment_rejects_bad_input_naming_it(text, message):
     with pytest.raises(ValueError) as error:
         config_lib.parse_assignment(text)
     assert message in str(error.value)
+
+
+# ---- groups: each checks all of its fields, whatever run it belongs to ----------------
+
+@pytest.mark.parametrize("field, value, rule", [
+    ("flip_prob", 1.5, "in [0, 1]"), ("crop_scale", (0.9, 0.1), "an increasing pair"),
+    ("blur_kernel_size", 4, "odd and >= 1"), ("normalize_std", (0.2, 0.0, 0.2), "3 values > 0"),
+    # Options of predictors this run (BYOL, MLP predictor) does not use: still range-checked.
+    ("predictor_freq", 0, ">= 1"), ("predictor_power", 0.0, "> 0"), ("corr_rho", 1.0, "in [0, 1)"),
+    ("predictor_eps", -0.1, ">= 0"), ("temperature", 0.0, "> 0")])
+def test_every_field_is_range_checked_in_any_run(field, value, rule):
+    with pytest.raises(ValueError) as error:
+        Config(**{field: value})
+    assert str(error.value).startswith(f"Config.{field} must be {rule}")
+    assert str(error.value).endswith(f"Received: {field}={value!r}")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("group, field, value", [
+    (config_lib.Predictor, "corr_rho", 1.0), (config_lib.Predictor, "predictor_freq", 0),
+    (config_lib.AugmentParams, "flip_prob", -0.1), (config_lib.Target, "ema_tau", 1.0),
+    (config_lib.Optimisation, "momentum", 1.0), (config_lib.Probe, "probe_protocol", "x"),
+    (config_lib.Data, "max_train_examples", 0), (config_lib.Encoder, "bn_epsilon", 0.0)])
+def test_a_group_built_alone_checks_its_fields(group, field, value):
+    with pytest.raises(ValueError, match=rf"^{group.__name__}\.{field} must be .*Received: "):
+        group(**{field: value})
+    group()  # the defaults are valid
+
+
+def test_every_field_belongs_to_one_group_and_groups_give_the_defaults():
+    owners = {}
+    for group in config_lib.GROUPS:
+        for f in dataclasses.fields(group):
+            assert f.name not in owners, (f.name, owners.get(f.name), group)
+            owners[f.name] = group
+            assert getattr(Config(), f.name) == f.default
+    assert set(owners) | {"name", "version"} == set(config_lib._FIELD_DEFAULTS)
+    assert config_lib.PROBE_FIELDS == tuple(f.name for f in dataclasses.fields(config_lib.Probe))
+
+
+def test_method_and_predictor_declarations_name_real_fields():
+    fields = set(config_lib._FIELD_DEFAULTS)
+    assert config_lib.METHODS == tuple(config_lib.METHOD_SPECS)
+    for spec in (*config_lib.METHOD_SPECS.values(), *config_lib.PREDICTOR_SPECS.values()):
+        assert set(spec.uses) <= fields, spec
+
+
+def test_factories_are_one_registry_with_their_model_names():
+    for name, factory in config_lib.FACTORIES.items():
+        assert factory.__name__ == f"get_{name}" and getattr(config_lib, f"get_{name}") is factory
+    assert set(config_lib.MODELS.values()) <= set(config_lib.FACTORIES)
+    assert get_config("directpred") == get_config("get_direct_pred")

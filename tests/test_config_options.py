@@ -10,7 +10,8 @@ import warnings
 import pytest
 
 import config as config_lib
-from config import Config, get_config
+from config import Config, get_config, with_dataset
+from experiments import reproduction
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
@@ -98,8 +99,8 @@ def test_every_factory_and_scaled_down_row_satisfies_the_rules():
     for name in config_lib.FACTORIES:
         get_config(name)
     shared = dict(epochs_pretraining=20, eigenspace=True, eigenspace_every=4, knn_every=20)
-    for row in config_lib.SCALED_DOWN_ROWS + config_lib.FAMILY_ROWS:
-        config = config_lib.scaled_down_config(row, shared)
+    for row in reproduction.SCALED_DOWN_ROWS + reproduction.FAMILY_ROWS:
+        config = reproduction.scaled_down_config(row, shared)
         assert config.name == get_config(row.factory).name
         assert all(getattr(config, k) == v for k, v in row.overrides.items())
         assert bool(row.overrides) == bool(row.reason) or row.name == "random_init"
@@ -119,9 +120,9 @@ def test_cli_refuses_an_ignored_flag_in_one_line_before_anything(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        "train.py: error: Config.symmetry applies to a predictor trained by gradient descent "
-        "(predictor='mlp' or 'linear') only; this run would ignore it (method='noncontrastive', "
-        "predictor='directpred', ema_tau=0.996, optimizer='sgd'). Received: symmetry=True")
+        "train.py: error: Config.symmetry applies to predictor='mlp' or 'linear' only; this run "
+        "would ignore it (method='noncontrastive', predictor='directpred', ema_tau=0.996, "
+        "optimizer='sgd'). Received: symmetry=True")
     assert not (tmp_path / "results").exists()
 
 
@@ -216,7 +217,8 @@ def test_cli_and_api_resolve_the_same_config_for_every_dataset_preset(dataset, m
     flags = {"model": model, "dataset": dataset, "width": 0.5}
     cli = train.make_config(flags)
     api = get_config(model, dataset=dataset, width=0.5)
-    assert cli == api == get_config(config_lib.MODELS[model]).replace(dataset=dataset, width=0.5)
+    moved = with_dataset(get_config(config_lib.MODELS[model]), dataset, width=0.5)
+    assert cli == api == moved
     for field, value in config_lib.dataset_preset(dataset).items():
         assert getattr(api, field) == value
     if dataset == "stl10":
@@ -227,6 +229,9 @@ def test_cli_and_api_resolve_the_same_config_for_every_dataset_preset(dataset, m
 def test_a_preset_never_overrides_a_field_given_with_the_dataset():
     config = get_config("direct_pred", dataset="stl10", image_size=64, blur_prob=0.0)
     assert (config.image_size, config.blur_prob, config.jitter) == (64, 0.0, (0.8, 0.8, 0.8, 0.2))
-    # Staying on the dataset keeps what was chosen; only a move brings a preset.
+    # Only with_dataset (and get_config's dataset) brings a preset, never replace.
     assert config.replace(dataset="stl10").image_size == 64
     assert config.replace(width=0.5).image_size == 64
+    assert get_config("byol").replace(dataset="stl10").image_size == 32
+    assert with_dataset(config, "stl10").image_size == 96
+    assert with_dataset(config, "stl10", image_size=48).image_size == 48

@@ -21,6 +21,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import config as config_lib  # noqa: E402  (after the sys.path line above)
+from experiments.reproduction import (FAMILY_ROWS, SCALED_DOWN_ROWS,  # noqa: E402
+                                      scaled_down_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Image folder ROOT/{train,test}/<class>/ (CIFAR-10).")
@@ -52,9 +54,8 @@ flags.DEFINE_integer("seeds", 1, "Runs per row, with seeds --seed, --seed + 1, .
                      "shows the mean and the sample standard deviation. Each seed also "
                      "draws its own data subsets and held-out split.")
 
-#: The rows, their overrides and the reason for each live with the factories in config.py.
-ROWS = config_lib.SCALED_DOWN_ROWS
-FAMILY_ROWS = config_lib.FAMILY_ROWS
+#: The rows, their overrides and the reason for each: experiments/reproduction.py.
+ROWS = SCALED_DOWN_ROWS
 ALL_ROWS = ROWS + FAMILY_ROWS
 
 
@@ -149,7 +150,7 @@ def run_rows(rows, shared, results_dir, overwrite, seeds=1):
     plan = []
     for row in rows:
         plan.append((row, [(seed, row.name if seed == first else f"{row.name}_seed{seed}",
-                            config_lib.scaled_down_config(row, {**shared, "seed": seed}))
+                            scaled_down_config(row, {**shared, "seed": seed}))
                            for seed in range(first, first + seeds)]))
     saved = {run_name: _saved_metrics(results_dir, run_name, config, overwrite)
              for _, runs in plan for _, run_name, config in runs}
@@ -226,7 +227,8 @@ def write_table(table, shared, results_dir):
     reasons = [f"- {row['name']}: {row['reason']}." for row in table if row.get("reason")]
     text = "\n".join(lines) + f"\n\nShared settings: {settings}.{note}\n"
     if reasons:
-        text += "\nWhy rows depart from their factory (config.py):\n" + "\n".join(reasons) + "\n"
+        text += ("\nWhy rows depart from their factory (experiments/reproduction.py):\n"
+                 + "\n".join(reasons) + "\n")
     with open(os.path.join(results_dir, "table.md"), "w") as f:
         f.write(text)
     with open(os.path.join(results_dir, "table.json"), "w") as f:
