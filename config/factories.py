@@ -207,6 +207,63 @@ def get_barlow_twins() -> Config:
                   **_FAMILY)
 
 
+# ---- the DirectPred family's successors (docs/successors.md) ----
+# CIFAR recipes of fmi-basel/implicit-var-reg (Halvagal, Laborieux & Zenke, NeurIPS 2023; a
+# solo-learn fork): scripts/pretrain/cifar/{directpred,isoloss}{,-noema}.yaml with the weight
+# decay 1e-4 that run_experiments.sh sets on every such command, and solo-learn's schedule
+# (_FAMILY above): ResNet-18, 4096-256 projector, batch 256, 1000 epochs. Their F is an EMA
+# with dp_tau per view, updated once per view: corr_rho = dp_tau^2 per step here (0.998 ->
+# 0.996; 0.5 -> 0.25). Their asymmetric augmentations (blur, solarisation) are not
+# available here; the projector's BatchNorm has no affine (theirs has one).
+_SUCCESSOR = dict(_FAMILY, projector_hidden_dim=4096, projection_dim=256, weight_decay=1e-4,
+                  predictor="directset", directset_eps_at="before_power")
+#: With the EMA target: LARS with clip_lr (LARC here) lr 1.0, eta 0.02, tau 0.99 -> 1 (cosine).
+_SUCCESSOR_EMA = dict(_SUCCESSOR, optimizer="larc", learning_rate=1.0, lars_eta=0.02,
+                      ema_tau=0.99, ema_schedule="cosine", target_init="copy", corr_rho=0.996)
+#: Without it (their "-noema" configs): SGD lr 0.1, momentum 0.9, dp_tau 0.5.
+_SUCCESSOR_NO_EMA = dict(_SUCCESSOR, optimizer="sgd", learning_rate=0.1, momentum=0.9,
+                         ema_tau=0.0, corr_rho=0.25)
+
+
+@factory(model="directset")
+def get_direct_set() -> Config:
+    """DirectSet(1/2) with eps 0 (Wang et al. 2021; fmi-basel/implicit-var-reg
+    ``directpred.yaml``: dp_alpha 0.5, eps_iso 0), EMA target."""
+    return Config(name="direct_set", directset_alpha=0.5, predictor_eps=0.0,
+                  **_SUCCESSOR_EMA)
+
+
+@factory()
+def get_direct_set_no_ema() -> Config:
+    """:func:`get_direct_set` without EMA (implicit-var-reg ``directpred-noema.yaml``)."""
+    return Config(name="direct_set_no_ema", directset_alpha=0.5, predictor_eps=0.0,
+                  **_SUCCESSOR_NO_EMA)
+
+
+@factory()
+def get_direct_set_copy() -> Config:
+    """DirectCopy as DirectSet(1) with eps 0.25 before the power (implicit-var-reg
+    ``run_experiments.sh``: ``directpred.yaml`` with dp_alpha 1, eps_iso 0.25), EMA."""
+    return Config(name="direct_set_copy", directset_alpha=1.0, predictor_eps=0.25,
+                  **_SUCCESSOR_EMA)
+
+
+@factory(model="isoloss")
+def get_isoloss() -> Config:
+    """IsoLoss (Halvagal, Laborieux & Zenke 2023) on DirectSet(1/2), eps 0, EMA target
+    (implicit-var-reg ``isoloss.yaml``: iso True, cosine form)."""
+    return Config(name="isoloss", directset_alpha=0.5, predictor_eps=0.0, isoloss=True,
+                  **_SUCCESSOR_EMA)
+
+
+@factory()
+def get_isoloss_no_ema() -> Config:
+    """IsoLoss without EMA (implicit-var-reg ``isoloss-noema.yaml``: SGD lr 0.1, dp_tau 0.5),
+    the setting the paper's abstract says IsoLoss makes possible."""
+    return Config(name="isoloss_no_ema", directset_alpha=0.5, predictor_eps=0.0, isoloss=True,
+                  **_SUCCESSOR_NO_EMA)
+
+
 def get_config(name: str, **overrides) -> Config:
     """The one resolver of a run's definition: the named factory (``"direct_pred"``,
     ``"get_direct_pred"``, or a ``train.py --model`` name such as ``"directpred"``),

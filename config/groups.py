@@ -40,6 +40,10 @@ EMA_SCHEDULES = ("constant", "cosine")
 #: DirectCopy's normalisation of F: ``spectral`` F / s_max (DirectSet(alpha = 1), the
 #: DirectPred normalisation at power 1), ``frobenius`` F / ||F||_F (TF2 reproduction).
 DIRECTCOPY_NORMS = ("spectral", "frobenius")
+#: Where DirectSet's eps enters: ``after_power`` p = r^alpha + eps (DirectPred and DirectCopy
+#: here, so DirectSet(1/2) = DirectPred, DirectSet(1) = DirectCopy); ``before_power``
+#: p = (r + eps)^alpha (fmi-basel/implicit-var-reg ``solo/methods/directpred.py``).
+DIRECTSET_EPS_AT = ("after_power", "before_power")
 TARGET_INITS = ("copy", "independent")
 #: ``torch``: PyTorch's initialisers, as the official code's networks (torchvision ResNet:
 #: Kaiming-normal fan-out convolutions; ``nn.Conv2d`` / ``nn.Linear`` defaults elsewhere);
@@ -236,10 +240,16 @@ class Objective(_Group):
     #: Barlow Twins: weight of the off-diagonal term and overall loss scale.
     barlow_lambda: float = 0.0051
     barlow_scale: float = 1.0
+    #: IsoLoss (Halvagal, Laborieux & Zenke, NeurIPS 2023; their code's ``iso=True``): the
+    #: ``loss`` (cosine or l2) with its gradient reaching z without the predictor's factor
+    #: Wp^T, so that Wp's eigenvalues no longer scale each mode's learning rate. Computed
+    #: predictors only (:mod:`models.losses`, docs/successors.md).
+    isoloss: bool = False
 
     def _validate(self):
         _choice(self, "method", METHODS)
         _choice(self, "loss", LOSSES)
+        _check(self, ("isoloss",), lambda v: isinstance(v, bool), "True or False")
         _positive(self, ("temperature", "sinkhorn_epsilon"))
         _at_least(self, ("queue_size", "queue_start_epoch", "freeze_prototypes_epochs"), 0)
         _at_least(self, ("num_prototypes", "sinkhorn_iterations"), 1)
@@ -285,6 +295,10 @@ class Predictor(_Group):
     directcopy_norm: str = "spectral"
     #: DirectPred: the exponent of s_j / s_max (0.5 = Eq. 18; 1 / official ``dyn_convert``).
     predictor_power: float = 0.5
+    #: DirectSet(alpha) (Wang et al. 2021): p_j = (s_j / s_max)^alpha with ``predictor_eps``
+    #: added where ``directset_eps_at`` says (:data:`DIRECTSET_EPS_AT`).
+    directset_alpha: float = 0.5
+    directset_eps_at: str = "before_power"
     #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
     predictor_freq: int = 1
     #: With ``predictor_freq > 1``: between recomputations Wp is trained by the optimizer
@@ -304,6 +318,8 @@ class Predictor(_Group):
     def _validate(self):
         _choice(self, "predictor", PREDICTORS)
         _choice(self, "directcopy_norm", DIRECTCOPY_NORMS)
+        _choice(self, "directset_eps_at", DIRECTSET_EPS_AT)
+        _positive(self, ("directset_alpha",))
         _at_least(self, ("predictor_hidden_dim", "predictor_freq"), 1)
         _fraction(self, ("corr_rho",))
         _positive(self, ("predictor_power",))

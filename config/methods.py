@@ -70,7 +70,8 @@ METHOD_SPECS: Mapping[str, Method] = {
 }
 
 _TRAINED = ("symmetry", "predictor_lr_multiplier", "predictor_weight_decay")
-_COMPUTED = ("predictor_eps", "predictor_freq", "corr_rho", "corr_center")
+#: ``isoloss``: the IsoLoss gradient (Halvagal et al. 2023) needs a predictor computed from F.
+_COMPUTED = ("predictor_eps", "predictor_freq", "corr_rho", "corr_center", "isoloss")
 
 #: ``Config.predictor`` -> its declaration (models/predictors.py, models/siamese.py).
 PREDICTOR_SPECS: Mapping[str, Predictor] = {
@@ -81,6 +82,10 @@ PREDICTOR_SPECS: Mapping[str, Predictor] = {
                             _COMPUTED + ("predictor_power",), computed=True),
     "directcopy": Predictor("Wp = F / norm(F) + eps I (Wang et al. 2021; DirectSet(1))",
                             _COMPUTED + ("directcopy_norm",), computed=True),
+    "directset": Predictor("Wp = U diag(p(s / s_max)) U^T, p a power alpha of the normalised "
+                           "eigenvalue with eps before or after it (Wang et al. 2021, "
+                           "DirectSet(alpha); fmi-basel/implicit-var-reg dp_alpha)",
+                           _COMPUTED + ("directset_alpha", "directset_eps_at"), computed=True),
 }
 
 METHODS = tuple(METHOD_SPECS)

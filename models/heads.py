@@ -6,9 +6,9 @@
   reproduction's ``get_deeper_projection``).
 - predictor ``mlp``: Dense(hidden) -> BatchNorm (affine or not) -> ReLU -> Dense(out)
   (BYOL, SimSiam); ``linear``: one square Dense without bias, trained by SGD (the paper's
-  "SGD baseline"); ``directpred`` / ``directcopy``: the same square layer, set from the
-  correlation of the projector outputs (paper Sec. 4) and, with ``trainable``, trained
-  by the optimizer between two settings (freq > 1).
+  "SGD baseline"); ``directpred`` / ``directcopy`` / ``directset``: the same square layer,
+  set from the correlation of the projector outputs (paper Sec. 4) and, with ``trainable``,
+  trained by the optimizer between two settings (freq > 1).
 
 BatchNorm of the heads is synchronised across replicas like the encoders'
 (``synchronized=None``: when the current ``tf.distribute`` strategy has more than
@@ -20,7 +20,7 @@ from keras import layers
 
 from models.backbones import use_synchronized_bn
 
-LINEAR_PREDICTORS = ("linear", "directpred", "directcopy")
+LINEAR_PREDICTORS = ("linear", "directpred", "directcopy", "directset")
 
 
 def _hidden_block(x, units, prefix, index, affine, dtype, synchronized):
@@ -63,7 +63,7 @@ def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
     Layer names start with ``name + "_"`` so that variable paths identify the
     head (the per-module learning rate matches ``predictor_.*``).
 
-    For ``directpred`` / ``directcopy`` the kernel is assigned by
+    For ``directpred`` / ``directcopy`` / ``directset`` the kernel is assigned by
     :class:`models.SiameseNetwork` from F; the model is trainable only with
     ``trainable=True`` (trained between two settings). ``bn_affine``: the MLP's BatchNorm
     has a scale and shift. ``synchronized``: as for :func:`projector`.
@@ -79,7 +79,7 @@ def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
         raise ValueError(f"Unknown predictor {kind!r}. "
                          f"Valid: {['mlp', *LINEAR_PREDICTORS]}")
     model = keras.Model(inputs, outputs, name=name)
-    if kind in ("directpred", "directcopy"):
+    if kind in LINEAR_PREDICTORS[1:]:  # computed from F
         model.trainable = bool(trainable)
     return model
 

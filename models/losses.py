@@ -41,3 +41,17 @@ def symmetric_l2_loss(p1, z2, p2, z1):
     """``L(p1, sg(z2)) + L(p2, sg(z1))`` with ``L`` = :func:`squared_l2`, each term a
     batch mean: in expectation ``4 J`` of the paper's Eq. 1. Returns a float32 scalar."""
     return ops.mean(squared_l2(p1, z2)) + ops.mean(squared_l2(p2, z1))
+
+
+def isotropic_prediction(predictor, z, training=True):
+    """``q(sg(z)) + z - sg(z)``: the value of the prediction ``q(z)``, with the gradient
+    reaching ``z`` as if the predictor were the identity (IsoLoss, Halvagal, Laborieux &
+    Zenke, NeurIPS 2023). Any loss of it then gives ``z`` the gradient that the ordinary
+    loss gives ``p``: for a linear ``Wp`` the factor ``Wp^T``, whose eigenvalues multiply
+    each mode's learning rate, is gone; ``Wp`` itself keeps its ordinary gradient.
+
+    Equal to the z-gradient of fmi-basel/implicit-var-reg ``solo/losses/isoloss.py``:
+    ``isoloss_func`` (cosine; there written with ``|Wp^{1/2} z|^2``) and ``isoloss_func_l2``.
+    """
+    z_stopped = ops.stop_gradient(z)
+    return predictor(z_stopped, training=training) + (z - z_stopped)

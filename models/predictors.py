@@ -1,4 +1,5 @@
-"""Predictor maths of DirectPred and DirectCopy: pure functions in float32 (``keras.ops``).
+"""Predictor maths of DirectPred, DirectCopy and DirectSet(alpha): pure functions in float32
+(``keras.ops``).
 
 Convention: ``Wp`` acts on column vectors, ``p = Wp z``. A Keras ``Dense`` kernel
 ``K`` computes ``z @ K``, so ``K = Wp^T`` (the computed ``Wp`` are symmetric).
@@ -85,6 +86,30 @@ def direct_copy_weights(corr, eps=0.3, norm="spectral"):
     return corr / scale + eps * ops.eye(ops.shape(corr)[0], dtype="float32")
 
 
+def direct_set_weights(corr, alpha=0.5, eps=0.0, eps_at="before_power"):
+    """DirectSet(alpha) (Wang, Chen, Du & Tian 2021, arXiv 2110.04947): ``Wp = U diag(p) U^T``
+    with ``F = U diag(s) U^T`` and ``r_j = max(s_j, 0) / s_max``.
+
+    ``eps_at="after_power"``: ``p_j = r_j^alpha + eps`` (this package's DirectPred rule, so
+    DirectSet(1/2) = :func:`direct_pred_weights` and DirectSet(1) = :func:`direct_copy_weights`
+    with the spectral norm, for every eps). ``"before_power"``: ``p_j = (r_j + eps)^alpha``,
+    the rule of fmi-basel/implicit-var-reg (``solo/methods/directpred.py``, ``dp_alpha``,
+    ``eps_iso``). Both are clipped below at 1e-4 as DirectPred's.
+    """
+    if eps_at not in ("after_power", "before_power"):
+        raise ValueError("DirectSet eps_at must be 'after_power' or 'before_power'. "
+                         f"Received: eps_at={eps_at!r}")
+    corr = f32(corr)
+    s, u = ops.eigh(0.5 * (corr + ops.transpose(corr)))
+    ratio = ops.maximum(s, 0.0) / ops.maximum(ops.max(s), 1e-30)
+    if eps_at == "after_power":
+        p = ops.power(ratio, alpha) + eps
+    else:
+        p = ops.power(ratio + eps, alpha)
+    p = ops.maximum(p, 1e-4)
+    return ops.matmul(u * p[None, :], ops.transpose(u))
+
+
 def _direct_pred_rule(config):
     eps, power = config.predictor_eps, config.predictor_power
     return lambda f: direct_pred_weights(f, eps, power)
@@ -95,14 +120,20 @@ def _direct_copy_rule(config):
     return lambda f: direct_copy_weights(f, eps, norm)
 
 
+def _direct_set_rule(config):
+    alpha, eps, eps_at = config.directset_alpha, config.predictor_eps, config.directset_eps_at
+    return lambda f: direct_set_weights(f, alpha, eps, eps_at)
+
+
 #: ``Config.predictor`` of a computed predictor -> a builder ``config -> rule``, the
 #: rule a pure function ``F -> Wp`` (float32 [d, d]).
-PREDICTOR_RULES = {"directpred": _direct_pred_rule, "directcopy": _direct_copy_rule}
+PREDICTOR_RULES = {"directpred": _direct_pred_rule, "directcopy": _direct_copy_rule,
+                   "directset": _direct_set_rule}
 
 
 def predictor_rule(config):
-    """The pure rule ``F -> Wp`` of ``config.predictor`` (``directpred`` or
-    ``directcopy``), with its ``predictor_eps`` / ``predictor_power`` bound."""
+    """The pure rule ``F -> Wp`` of ``config.predictor`` (``directpred``, ``directcopy`` or
+    ``directset``), with its options bound."""
     if config.predictor not in PREDICTOR_RULES:
         raise ValueError(f"No computed-predictor rule for predictor {config.predictor!r}. "
                          f"Valid: {sorted(PREDICTOR_RULES)}")

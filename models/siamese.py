@@ -1,4 +1,5 @@
-"""SiameseNetwork: BYOL, SimSiam, DirectPred and DirectCopy as one Keras model.
+"""SiameseNetwork: BYOL, SimSiam, DirectPred, DirectCopy, DirectSet and IsoLoss as one
+Keras model.
 
 The non-contrastive four differ only in their predictor and target
 (Tian, Chen & Ganguli 2021, Sec. 2 and 4), over the shared step of :class:`SSLModel`:
@@ -7,6 +8,7 @@ The non-contrastive four differ only in their predictor and target
     target: EMA copy of f, g (BYOL, tau > 0) or the online z under stop-gradient
     (SimSiam, tau = 0) -> t1, t2
     loss = L(p1, sg(t2)) + L(p2, sg(t1)),  L = 2 - 2 cos      (float32)
+    (IsoLoss: the same value, the gradient reaching z without Wp^T)
     after the step: F <- rho F + (1 - rho) E[z z^T];
                     Wp <- DirectPred / DirectCopy(F) every ``freq`` steps (trained by
                     the optimizer in between, as any layer, when freq > 1);
@@ -77,8 +79,12 @@ class SiameseNetwork(SSLModel):
         """Forward both views; returns the float32 loss and ``{"z1", "z2"}``."""
         z1 = self.project(x1, training=training)
         z2 = self.project(x2, training=training)
-        p1 = self.predictor(z1, training=training)
-        p2 = self.predictor(z2, training=training)
+        if self.config.isoloss:  # the gradient reaches z without Wp^T (IsoLoss)
+            p1 = losses.isotropic_prediction(self.predictor, z1, training)
+            p2 = losses.isotropic_prediction(self.predictor, z2, training)
+        else:
+            p1 = self.predictor(z1, training=training)
+            p2 = self.predictor(z2, training=training)
         t1, t2 = self._targets(x1, x2, z1, z2)
         loss_fn = losses.symmetric_l2_loss if self.config.loss == "l2" else losses.symmetric_loss
         return loss_fn(p1, t2, p2, t1), {"z1": z1, "z2": z2}

@@ -30,7 +30,8 @@ def test_unknown_config_lists_valid_names():
 
 def test_model_names_map_to_factories():
     assert set(config_lib.MODELS) == {"byol", "simsiam", "directpred", "directcopy", "simclr",
-                                      "supcon", "swav", "moco", "barlow_twins"}
+                                      "supcon", "swav", "moco", "barlow_twins", "directset",
+                                      "isoloss"}
     for factory in config_lib.MODELS.values():
         assert factory in config_lib.FACTORIES
 
@@ -86,8 +87,8 @@ def test_predictor_power_applies_to_directpred_only():
 def test_optimisation_defaults_are_the_papers():
     for name in config_lib.FACTORIES:
         c = get_config(name)
-        if c.method != "noncontrastive":
-            continue  # the wider family has its own published recipes
+        if c.method != "noncontrastive" or c.predictor == "directset":
+            continue  # the wider family and the successors have their own published recipes
         assert (c.optimizer, c.lr_schedule, c.lr_scaling, c.warmup_epochs) == (
             "sgd", "constant", "none", 0), name
 
