@@ -1,4 +1,5 @@
-"""The paper's linear-network theory (Tian, Chen & Ganguli 2021, Sec. 2-3) in one command.
+"""The paper's linear-network theory (Tian, Chen & Ganguli 2021, Sec. 2-3) in one command,
+with its successors' (DirectSet(alpha), IsoLoss: experiments/theory/successors.py).
 
     python experiments/scripts/reproduce_theory.py [--results_dir DIR] [--smoke]
 
@@ -74,9 +75,14 @@ def main(argv):
     out = FLAGS.results_dir
     os.makedirs(out, exist_ok=True)
     claims, data = C.all_claims(smoke=FLAGS.smoke)
+    # The successors (DirectSet(alpha), IsoLoss): docs/successors.md.
+    from experiments.theory import successors
+    successor_claims, share_runs = successors.all_claims(smoke=FLAGS.smoke)
+    claims += successor_claims
     print(f"claims: {sum(c['holds'] for c in claims)}/{len(claims)} hold "
           f"({time.time() - start:.0f} s)")
     pngs = figures.write_all(out, data, smoke=FLAGS.smoke)
+    pngs.append(successors.figure(share_runs, os.path.join(out, "successors_shares.png")))
     print(f"figures ({time.time() - start:.0f} s)")
     package = None
     if FLAGS.package:

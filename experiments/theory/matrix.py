@@ -36,7 +36,10 @@ from typing import Optional
 import numpy as np
 
 TARGETS = ("ema", "online", "online_no_sg")
-PREDICTORS = ("trained", "symmetric", "identity", "directpred")
+PREDICTORS = ("trained", "symmetric", "identity", "directpred", "directset")
+#: ``euclidean``: the flow above; ``iso``: IsoLoss (Halvagal et al. 2023), ``dW/dt`` without
+#: the factor ``Wp^T`` (docs/successors.md).
+LOSSES = ("euclidean", "iso")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +53,14 @@ class Setting:
     beta: float = 1.0
     target: str = "ema"
     predictor: str = "trained"
-    directpred_eps: float = 0.1
+    directpred_eps: float = 0.1  # also DirectSet's eps
+    directset_alpha: float = 0.5
+    directset_eps_at: str = "before_power"
+    loss: str = "euclidean"
 
     def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}. Received: loss={self.loss!r}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}. "
                              f"Received: target={self.target!r}")
@@ -93,6 +101,15 @@ def directpred_predictor(W, X_aug_total, eps=0.1):
     return (u * p) @ u.T
 
 
+def directset_predictor(W, X_aug_total, alpha=0.5, eps=0.0, eps_at="before_power"):
+    """DirectSet(alpha)'s ``Wp`` from ``F_z = W (X + X') W^T`` (Wang et al. 2021; the rule of
+    ``models.predictors.direct_set_weights``): ``r_j^alpha + eps`` or ``(r_j + eps)^alpha``."""
+    s, u = np.linalg.eigh(sym(W @ X_aug_total @ W.T))
+    r = np.maximum(s, 0.0) / max(float(s.max()), 1e-30)
+    p = r ** alpha + eps if eps_at == "after_power" else (r + eps) ** alpha
+    return (u * np.maximum(p, 1e-4)) @ u.T
+
+
 def effective(state: State, setting: Setting) -> State:
     """The state with the constrained parts filled in: ``Wa = W`` for the online
     targets, ``Wp = I`` for no predictor, DirectPred's ``Wp(W)``."""
@@ -103,6 +120,9 @@ def effective(state: State, setting: Setting) -> State:
         Wp = np.eye(W.shape[0])
     elif setting.predictor == "directpred":
         Wp = directpred_predictor(W, setting.X + setting.X_aug, setting.directpred_eps)
+    elif setting.predictor == "directset":
+        Wp = directset_predictor(W, setting.X + setting.X_aug, setting.directset_alpha,
+                                 setting.directpred_eps, setting.directset_eps_at)
     return State(W, Wp, Wa)
 
 
@@ -125,7 +145,7 @@ def rhs(state: State, setting: Setting) -> State:
     W, Wp, Wa = s.W, s.Wp, s.Wa
     X, Xt, eta = setting.X, setting.X + setting.X_aug, setting.eta
     G = -Wp @ W @ Xt + Wa @ X  # = -dJ/d(Wp W)
-    dW = Wp.T @ G - eta * W
+    dW = (G if setting.loss == "iso" else Wp.T @ G) - eta * W
     if setting.target == "online_no_sg":  # gradient through the target W x2 too
         dW = dW + (Wp @ W @ X - W @ Xt)
     if setting.predictor == "trained":

@@ -44,7 +44,7 @@ class Run:
     """One package-vs-ODE setting."""
 
     name: str
-    method: str = "simsiam"  # simsiam | byol | directpred (EMA)
+    method: str = "simsiam"  # simsiam | byol | directpred (EMA) | directset (EMA iff beta)
     eta: float = 0.05
     alpha_p: float = 1.0
     beta: Optional[float] = None  # EMA rate (byol / directpred)
@@ -63,6 +63,8 @@ class Run:
     isotropic: bool = True  # False: anisotropic X, X' (matrix.covariances), no assumption
     symmetric: bool = False  # Config.symmetry (symmetric Wp, the paper's assumption)
     wp_identity: float = 0.0  # Wp(0) = noise + wp_identity * I
+    set_alpha: float = 1.0  # DirectSet's alpha (eps: ``eps``, before the power)
+    isoloss: bool = False  # IsoLoss (computed predictors): dW/dt without Wp^T
 
     @property
     def dt(self):
@@ -92,14 +94,16 @@ def sample(run: Run):
 
 def make_config(run: Run):
     from config import Config
-    ema = run.method in ("byol", "directpred")
+    ema = run.method in ("byol", "directpred") or (run.method == "directset" and run.beta)
     if ema and not run.beta:
         raise ValueError(f"method={run.method!r} needs beta > 0. Received: beta={run.beta!r}")
-    pred = "directpred" if run.method == "directpred" else "linear"
-    alpha = 1.0 if pred == "directpred" else run.alpha_p
+    pred = run.method if run.method in ("directpred", "directset") else "linear"
+    alpha = 1.0 if pred != "linear" else run.alpha_p
     # Only the options this variant uses (config.OPTION_RULES refuses the others).
-    if pred == "directpred":
-        own = dict(predictor_eps=run.eps, corr_rho=run.corr_rho)
+    if pred != "linear":
+        own = dict(predictor_eps=run.eps, corr_rho=run.corr_rho, isoloss=run.isoloss)
+        if pred == "directset":
+            own.update(directset_alpha=run.set_alpha, directset_eps_at="before_power")
     else:
         own = dict(predictor_lr_multiplier=alpha, predictor_weight_decay=4.0 * run.eta / alpha,
                    symmetry=run.symmetric)
@@ -137,7 +141,8 @@ def run_package(run: Run, data=None, X_total=None):
     model = SiameseNetwork(config)
     st = initial_state(run)
     Wp0 = (M.directpred_predictor(st.W, X_total, run.eps) if run.method == "directpred"
-           else st.Wp)
+           else M.directset_predictor(st.W, X_total, run.set_alpha, run.eps)
+           if run.method == "directset" else st.Wp)
     model.online_encoder.get_layer("linear").kernel.assign(st.W.T.astype(np.float32))
     if model.target_encoder is not None:
         model.target_encoder.get_layer("linear").kernel.assign(st.W.T.astype(np.float32))
@@ -160,12 +165,13 @@ def run_package(run: Run, data=None, X_total=None):
 
 
 def ode_setting(run: Run, X, X_total):
-    target = "online" if run.method == "simsiam" else "ema"
-    pred = ("directpred" if run.method == "directpred"
+    ema = run.method in ("byol", "directpred") or (run.method == "directset" and run.beta)
+    pred = (run.method if run.method in ("directpred", "directset")
             else "symmetric" if run.symmetric else "trained")
     return M.Setting(X, X_total - X, eta=run.eta, alpha_p=run.alpha_p,
-                     beta=run.beta or 1.0, target=target, predictor=pred,
-                     directpred_eps=run.eps)
+                     beta=run.beta or 1.0, target="ema" if ema else "online", predictor=pred,
+                     directpred_eps=run.eps, directset_alpha=run.set_alpha,
+                     loss="iso" if run.isoloss else "euclidean")
 
 
 def run_ode(run: Run, X, X_total, dt=None):
@@ -254,12 +260,35 @@ def default_runs(smoke=False):
                     wp_identity=0.5, wp_scale=0.2))
     runs.append(Run("b_wp0.5I_eta0.1_ap2", "byol", eta=0.1, alpha_p=2.0, beta=0.5,
                     steps=2000, seed=5, wp_identity=0.5, wp_scale=0.2, init_scale=1.0))
+    runs += successor_runs()
     return runs
+
+
+def successor_runs():
+    """DirectSet(alpha) (Wang et al. 2021, implicit-var-reg's eps before the power) and IsoLoss
+    (Halvagal et al. 2023) on the same linear setting, with and without EMA."""
+    # F from mini-batches is the noise here (relative ~ 1 / sqrt(batch)): DirectSet(1) with
+    # eps 0.25 takes half the rate, IsoLoss(1) on anisotropic data also a larger batch.
+    common = dict(steps=1000, corr_rho=0.9, init_scale=0.7)
+    slow = dict(common, steps=2000, lr=0.0025)
+    return [
+        Run("directset1_ema", "directset", eta=0.05, beta=1.0, set_alpha=1.0, eps=0.25,
+            seed=6, **slow),
+        Run("directset0.5_no_ema", "directset", eta=0.02, set_alpha=0.5, eps=0.0, seed=7,
+            isotropic=False, **common),
+        Run("isoloss_ema", "directset", eta=0.05, beta=1.0, set_alpha=0.5, eps=0.0,
+            isoloss=True, seed=8, **common),
+        Run("isoloss1_no_ema", "directset", eta=0.02, set_alpha=1.0, eps=0.25, isoloss=True,
+            seed=9, isotropic=False, **dict(slow, corr_rho=0.7, batch_size=1024)),
+    ]
 
 
 def compare(smoke=False, runs=None):
     """Every run of :func:`default_runs`; the ``package_vs_ode`` summary."""
     results = [compare_one(r) for r in (runs or default_runs(smoke))]
+    for r, run in zip(results, runs or default_runs(smoke)):
+        if run.method == "directset":
+            r["method"] = ("isoloss on " if run.isoloss else "") + f"directset({run.set_alpha:g})"
     return {"settings": len(results),
             "outcome_agreement": sum(r["ode_outcome"] == r["package_outcome"]
                                      for r in results),
