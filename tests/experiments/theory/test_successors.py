@@ -74,6 +74,6 @@ def test_package_follows_the_ode_with_directset_and_isoloss(run):
     dev, _ = P.deviation(pkg, ode, X)
     assert dev < P.TOLERANCE
     assert P.outcome(pkg, X) == P.outcome(ode, X)
-    # It can fail: the ODE of another weight decay is far off.
-    wrong = P.run_ode(dataclasses.replace(run, eta=run.eta * 3 + 0.1), X, Xt)
+    # It can fail: the ODE of another alpha is far off.
+    wrong = P.run_ode(dataclasses.replace(run, set_alpha=run.set_alpha * 4), X, Xt)
     assert P.deviation(pkg, wrong, X)[0] > 2 * P.TOLERANCE
