@@ -51,6 +51,16 @@ FAMILY_ROWS = (
                "MoCo's official CIFAR demo"),
     Row("barlow_twins", "barlow_twins", {}),
 )
+#: The DirectPred family's successors (``reproduce_small.py --successors``;
+#: docs/successors.md): implicit-var-reg's CIFAR recipes, with the encoder, data, epochs,
+#: batch and probe of the paper's rows; one seed, no screening.
+SUCCESSOR_ROWS = (
+    Row("directset", "direct_set", {}),
+    Row("directset_no_ema", "direct_set_no_ema", {}),
+    Row("directset_copy", "direct_set_copy", {}),
+    Row("isoloss", "isoloss", {}),
+    Row("isoloss_no_ema", "isoloss_no_ema", {}),
+)
 
 
 def scaled_down_config(row: Row, shared: dict) -> Config:
@@ -63,12 +73,12 @@ def scaled_down_config(row: Row, shared: dict) -> Config:
     """
     base = get_config(row.factory)
     changes = {**shared, **row.overrides}
+    ratio = changes["epochs_pretraining"] / base.epochs_pretraining
+    if base.lr_schedule == "warmup_cosine":
+        changes.setdefault("warmup_epochs", max(1, round(base.warmup_epochs * ratio)))
     if base.method != "noncontrastive":
         changes["eigenspace"] = False
         changes["eigenspace_every"] = Config().eigenspace_every
-        ratio = changes["epochs_pretraining"] / base.epochs_pretraining
-        if base.lr_schedule == "warmup_cosine":
-            changes.setdefault("warmup_epochs", max(1, round(base.warmup_epochs * ratio)))
         if base.queue_start_epoch:
             changes.setdefault("queue_start_epoch", round(base.queue_start_epoch * ratio))
     return get_config(row.factory, **changes)

@@ -22,7 +22,7 @@ if ROOT not in sys.path:
 
 import config as config_lib  # noqa: E402  (after the sys.path line above)
 from experiments.reproduction import (FAMILY_ROWS, SCALED_DOWN_ROWS,  # noqa: E402
-                                      scaled_down_config)
+                                      SUCCESSOR_ROWS, scaled_down_config)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Image folder ROOT/{train,test}/<class>/ (CIFAR-10).")
@@ -35,6 +35,8 @@ flags.DEFINE_list("rows", None, "Only these rows (default: the paper's rows, plu
                   "family's with --family).")
 flags.DEFINE_boolean("family", False, "Also the wider family's rows (SimCLR, SupCon, SwAV, "
                      "MoCo, Barlow Twins): about 55 more minutes.")
+flags.DEFINE_boolean("successors", False, "Also the DirectPred family's successors' rows "
+                     "(DirectSet(alpha), IsoLoss with and without EMA: docs/successors.md).")
 flags.DEFINE_float("width", 0.125, "Encoder width multiplier of every row.")
 flags.DEFINE_integer("max_train_examples", 10000, "Train subset (pre-training and probe).")
 flags.DEFINE_integer("max_test_examples", 2000, "Test subset.")
@@ -56,7 +58,7 @@ flags.DEFINE_integer("seeds", 1, "Runs per row, with seeds --seed, --seed + 1, .
 
 #: The rows, their overrides and the reason for each: experiments/reproduction.py.
 ROWS = SCALED_DOWN_ROWS
-ALL_ROWS = ROWS + FAMILY_ROWS
+ALL_ROWS = ROWS + FAMILY_ROWS + SUCCESSOR_ROWS
 
 
 def with_overrides(rows, assignments):
@@ -245,7 +247,8 @@ def main(argv):
     del argv
     try:
         shared = shared_settings(FLAGS.smoke)
-        rows = ALL_ROWS if FLAGS.family else ROWS
+        rows = (ROWS + (FAMILY_ROWS if FLAGS.family else ())
+                + (SUCCESSOR_ROWS if FLAGS.successors else ()))
         if FLAGS.rows:
             known = [r.name for r in ALL_ROWS]
             unknown = [r for r in FLAGS.rows if r not in known]

@@ -204,3 +204,20 @@ def test_bad_override_is_a_one_line_error_before_anything_trains(tmp_path, overr
     assert done.returncode == 2, done.stderr[-2000:]
     assert message in done.stderr
     assert not (tmp_path / "random_init").exists()
+
+
+def test_successor_rows_smoke(tmp_path):
+    """--successors: DirectSet and IsoLoss rows, their recipe with the warm-up shrunk."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--successors", "--rows",
+                           "directset_copy,isoloss_no_ema", "--results_dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [row["name"] for row in table["rows"]] == ["directset_copy", "isoloss_no_ema"]
+    for row in table["rows"]:
+        assert 0.0 <= row["probe_top1"] <= 1.0
+    iso = json.loads((tmp_path / "isoloss_no_ema" / "config.json").read_text())
+    assert (iso["predictor"], iso["isoloss"], iso["ema_tau"], iso["warmup_epochs"]) == (
+        "directset", True, 0.0, 1)
+    assert (tmp_path / "directset_copy" / "eigenspace.png").is_file()
