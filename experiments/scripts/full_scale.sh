@@ -30,3 +30,10 @@ family --config supcon        --name "${dataset}_supcon" "$@"
 family --config swav          --name "${dataset}_swav" "$@"
 family --config moco          --name "${dataset}_moco" "$@"
 family --config barlow_twins  --name "${dataset}_barlow_twins" "$@"
+# The DirectPred family's successors, fmi-basel/implicit-var-reg's CIFAR recipes (1000 epochs;
+# docs/successors.md). No published number is cited: their paper's tables were not read.
+family --config direct_set        --name "${dataset}_direct_set" "$@"
+family --config direct_set_no_ema --name "${dataset}_direct_set_no_ema" "$@"
+family --config direct_set_copy   --name "${dataset}_direct_set_copy" "$@"
+family --config isoloss           --name "${dataset}_isoloss" "$@"
+family --config isoloss_no_ema    --name "${dataset}_isoloss_no_ema" "$@"
