@@ -12,6 +12,7 @@ from keras import layers
 
 from config import Config, get_config
 from experiments import callbacks as cb
+from experiments.theory.claims import finite_difference_gradient
 from models import SiameseNetwork, build_optimizer, losses, predictors
 from tests.models.conftest import tiny_config
 
@@ -103,15 +104,6 @@ def np_isoloss_l2(z, zt, wp, z0):
     return np.mean(np.sum((z - (zt + z0 - z0 @ wp)) ** 2, axis=1))
 
 
-def fd_grad(fun, z, h=1e-6):
-    g = np.zeros_like(z)
-    for idx in np.ndindex(z.shape):
-        e = np.zeros_like(z)
-        e[idx] = h
-        g[idx] = (fun(z + e) - fun(z - e)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("kind", ["cosine", "l2"])
 def test_isoloss_gradient_matches_finite_differences_of_the_formula(kind):
     rng = np.random.default_rng(3)
@@ -126,7 +118,7 @@ def test_isoloss_gradient_matches_finite_differences_of_the_formula(kind):
         iso = tf.reduce_mean(loss_fn(losses.isotropic_prediction(dense, z), zt))
         plain = tf.reduce_mean(loss_fn(dense(z), zt))
     reference = np_isoloss_cosine if kind == "cosine" else np_isoloss_l2
-    expected = fd_grad(lambda v: reference(v, zt, wp, z0), z0)
+    expected = finite_difference_gradient(lambda v: reference(v, zt, wp, z0), z0)
     np.testing.assert_allclose(tape.gradient(iso, z).numpy(), expected, atol=2e-5)
     # Same value as the ordinary loss; its z-gradient is IsoLoss's times Wp^T, so in Wp's
     # eigenbasis each mode's gradient is the eigenvalue times IsoLoss's.
