@@ -62,8 +62,8 @@ def finetune_epochs(labels_fraction):
 def labelled_subset(labels, fraction, seed, class_names=None):
     """Indices (sorted) of a class-balanced, seeded subset of a labelled split.
 
-    Every class ``c`` keeps ``round(fraction * n_c)`` of its ``n_c`` examples (on a
-    balanced split the same number per class, as SimCLR's 1 % / 10 % ImageNet subsets):
+    Every class ``c`` keeps ``fraction * n_c`` of its ``n_c`` examples, rounded half up
+    (on a balanced split the same number per class, as SimCLR's 1 % / 10 % ImageNet subsets):
     the first of a permutation seeded by ``(seed, c)``, so the subset is a pure function
     of ``(labels, fraction, seed)``, a class's choice does not depend on the other
     classes, and a smaller fraction's subset lies inside a larger one's. ``ValueError``
@@ -77,7 +77,7 @@ def labelled_subset(labels, fraction, seed, class_names=None):
     keep = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        count = int(round(fraction * len(members)))
+        count = int(np.floor(fraction * len(members) + 0.5))  # rounded half up
         if count < 1:
             name = class_names[c] if class_names is not None else int(c)
             raise ValueError(
