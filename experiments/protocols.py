@@ -376,11 +376,11 @@ def evaluations_table(rows):
 
 
 def row_label(row):
-    """``protocol dataset F=.. (epochs)`` of one row, as the figure names it."""
+    """``protocol · dataset · F% of labels, E ep`` of one row, as the figure names it."""
     epochs = "" if row.get("epochs") is None else f", {row['epochs']} ep"
     source = " [train.py]" if row.get("source") == "train.py" else ""
-    return (f"{row['protocol']} · {row['dataset']} · {row['labels_fraction']:g} of labels"
-            f"{epochs}{source}")
+    return (f"{row['protocol']} · {row['dataset']} · {100 * row['labels_fraction']:g}% of "
+            f"labels{epochs}{source}")
 
 
 def evaluations_figure(rows, title=None):
