@@ -28,28 +28,27 @@ flags.DEFINE_string("protocol", None,
                     "linear (the run's probe), knn (weighted kNN on frozen features) or "
                     "finetune (the whole network, SimCLR's semi-supervised recipe): "
                     "evaluate the run's encoder and record it in evaluations.json.")
-flags.DEFINE_float("labels_fraction", None,
+flags.DEFINE_float("labels_fraction", 1.0,
                    "Fraction F in (0, 1] of the labelled train split, class-balanced and "
-                   "seeded (default 1).")
-flags.DEFINE_integer("seed", None, "Seed of the label subset, probe and fine-tuning "
-                     "(default: the run's seed).")
+                   "seeded.")
+flags.DEFINE_integer("seed", None, "Seed of the label subset, probe and fine-tuning; "
+                     "none: the run's seed.")
 flags.DEFINE_string("eval_dataset", None,
                     "Evaluate on another dataset: folder, or a tfds name such as stl10 or "
-                    "tf_flowers (TensorFlow), resized to the run's image size (default: the "
-                    "run's dataset).")
+                    "tf_flowers (TensorFlow), resized to the run's image size; none: the run's "
+                    "dataset.")
 flags.DEFINE_string("eval_data_dir", None, "Folder of --eval_dataset (ROOT/{train,test}/"
                     "<class>/* for folder; the tfds data_dir otherwise).")
-flags.DEFINE_integer("eval_image_size", None, "Input size of the encoder (default: the "
-                     "run's image size; another size rebuilds the encoder if it can).")
-flags.DEFINE_integer("epochs", None, "linear: probe epochs (default: the run's "
-                     "epochs_finetuning); finetune: epochs (default 60 for F <= 0.01, else "
-                     "30).")
-flags.DEFINE_integer("knn_k", None, "knn: neighbours (default 200).")
-flags.DEFINE_float("knn_temperature", None, "knn: vote temperature (default 0.1).")
-flags.DEFINE_float("learning_rate", None, "finetune: base learning rate (default 0.05 x "
-                   "batch_size / 256).")
-flags.DEFINE_integer("batch_size", None, "finetune: batch size (default 256, at most the "
-                     "labelled examples).")
+flags.DEFINE_integer("eval_image_size", None, "Input size of the encoder; none: the run's "
+                     "image size (another size rebuilds the encoder if it can).")
+flags.DEFINE_integer("epochs", None, "linear: probe epochs (none: the run's "
+                     "epochs_finetuning); finetune: epochs (none: 60 for F <= 0.01, else 30).")
+flags.DEFINE_integer("knn_k", 200, "knn: neighbours (solo-learn's and lightly's).")
+flags.DEFINE_float("knn_temperature", 0.1, "knn: vote temperature (solo-learn's and lightly's).")
+flags.DEFINE_float("learning_rate", None, "finetune: base learning rate; none: 0.05 x "
+                   "batch_size / 256 (SimCLR).")
+flags.DEFINE_integer("batch_size", 256, "finetune: batch size (at most the labelled "
+                     "examples).")
 
 PROTOCOL_FLAGS = ("labels_fraction", "seed", "eval_dataset", "eval_data_dir",
                   "eval_image_size", "epochs", "knn_k", "knn_temperature", "learning_rate",
@@ -80,12 +79,14 @@ def _protocol_arguments():
     if only_vis:
         raise ValueError("--only vis draws the figures without evaluating; it excludes "
                          f"--protocol. Received: --protocol={FLAGS.protocol}")
+    given = {name: FLAGS[name].value if FLAGS[name].present else None
+             for name in PROTOCOL_FLAGS}  # a protocol refuses an option it does not use
     return dict(
-        labels_fraction=1.0 if FLAGS.labels_fraction is None else FLAGS.labels_fraction,
-        seed=FLAGS.seed, dataset=FLAGS.eval_dataset, data_dir=FLAGS.eval_data_dir,
-        image_size=FLAGS.eval_image_size, epochs=FLAGS.epochs, knn_k=FLAGS.knn_k,
-        knn_temperature=FLAGS.knn_temperature, learning_rate=FLAGS.learning_rate,
-        batch_size=FLAGS.batch_size, verbose=int(FLAGS.verbose > 1))
+        labels_fraction=FLAGS.labels_fraction, seed=given["seed"],
+        dataset=given["eval_dataset"], data_dir=given["eval_data_dir"],
+        image_size=given["eval_image_size"],
+        **{k: given[k] for k in ("epochs", "knn_k", "knn_temperature", "learning_rate",
+                                 "batch_size")}, verbose=int(FLAGS.verbose > 1))
 
 
 def main():
@@ -98,9 +99,6 @@ def main():
         from experiments.training import evaluate, probe_summary  # imports Keras
         entry = None
         if arguments is not None:
-            protocols.check_options(FLAGS.protocol, **{
-                k: arguments[k] for k in ("epochs", "knn_k", "knn_temperature",
-                                          "learning_rate", "batch_size")})
             entry = protocols.evaluate_protocol(run_dir, FLAGS.protocol, **arguments)
             result = {"figures": []}
         else:

@@ -2,7 +2,6 @@
 knn, finetune), label fractions, transfer to another image folder, evaluations.json, under
 TensorFlow and JAX. One tiny run (synthetic, 16 px, width 1/16) serves every test."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,19 +13,11 @@ import pytest
 
 from experiments import protocols
 from tests.models.jax_subprocess import ROOT, jax_available, run_jax_worker
+from tests.test_cli import tree_digest as digest
 
 TINY = dict(dataset="synthetic", max_train_examples=48, max_test_examples=24, batch_size=16,
             width=0.0625, image_size=16, epochs_pretraining=1, epochs_finetuning=2,
             knn_every=1)
-
-
-def digest(folder):
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(name.encode() + f.read())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
