@@ -313,7 +313,7 @@ def test_bad_evaluations_are_refused_in_one_line_and_write_nothing(run_dir, tmp_
 
 # ---- test.py ------------------------------------------------------------------------------
 
-def test_py(*args):
+def run_test_py(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "test.py"), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -322,7 +322,7 @@ def test_py(*args):
 def test_test_py_protocol_flags_table_and_errors(run_dir, tmp_path):
     run = fresh_copy(run_dir, tmp_path, "cli")
     where = ["--name", "cli", "--results_dir", str(tmp_path)]
-    done = test_py(*where, "--protocol", "knn", "--knn_k", "5", "--labels_fraction", "0.5")
+    done = run_test_py(*where, "--protocol", "knn", "--knn_k", "5", "--labels_fraction", "0.5")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "knn on synthetic (0.5 of 10-class labels, " in done.stdout
     assert any(l.split()[:2] == ["train.py", "linear"] for l in done.stdout.splitlines())
@@ -330,13 +330,13 @@ def test_test_py_protocol_flags_table_and_errors(run_dir, tmp_path):
     before = digest(run)
     for args, words in ((["--protocol", "linear", "--knn_k", "5"], "does not use --knn_k"),
                         (["--labels_fraction", "0.5"], "add --protocol")):
-        bad = test_py(*where, *args)
+        bad = run_test_py(*where, *args)
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 2 and len(lines) == 1, bad.stderr[-2000:]
         assert lines[0].startswith("test.py: error: ") and words in lines[0]
         assert "Received:" in lines[0]
     assert digest(run) == before
-    shown = test_py(*where)  # the saved classifier, then every evaluation
+    shown = run_test_py(*where)  # the saved classifier, then every evaluation
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "top1=" in shown.stdout and "knn  " in shown.stdout
 
