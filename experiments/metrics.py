@@ -5,7 +5,7 @@ NumPy and ``keras.ops``: the same code under the TensorFlow and the JAX backend.
 
 import numpy as np
 
-__all__ = ["normalized_std_np", "normalized_std", "knn_predict", "knn_accuracy"]
+__all__ = ["normalized_std_np", "normalized_std", "knn_scores", "knn_predict", "knn_accuracy"]
 
 # Same floor as tf.math.l2_normalize: x / sqrt(max(sum x^2, eps)).
 _L2_EPSILON = 1e-12
@@ -56,20 +56,21 @@ def _knn_inputs(train_features, train_labels, test_features, num_classes, k,
     return ops, train, ops.convert_to_tensor(labels.astype(np.int32)), test
 
 
-def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
-                temperature=0.1, batch_size=1024):
-    """Weighted kNN classifier (Wu et al. 2018 InstDisc; as in SimCLR/solo-learn).
+def knn_scores(train_features, train_labels, test_features, num_classes, k=200,
+               temperature=0.1, batch_size=1024):
+    """The class votes of the weighted kNN classifier (Wu et al. 2018 InstDisc; as in
+    SimCLR/solo-learn): float32 NumPy ``[num_test, num_classes]``.
 
     Features are cast to float32 (whatever their dtype, e.g. bfloat16) and
     l2-normalised; for each test feature the ``k`` most cosine-similar training
     features vote for their class with weight ``exp(sim / temperature)``; the
     prediction is the argmax of the summed votes. ``k`` is clipped to the
     training-set size; test features are processed in chunks of ``batch_size``.
-    Eager only. Returns an ``int64`` NumPy array of predicted labels.
+    Eager only.
 
     Weights are computed as ``exp((sim - max_sim) / temperature)`` (a per-row
-    constant factor), which leaves the argmax unchanged and avoids float32
-    overflow at small temperatures.
+    constant factor), which leaves the ranking of the classes unchanged and avoids
+    float32 overflow at small temperatures.
     """
     ops, train, labels, test = _knn_inputs(train_features, train_labels, test_features,
                                            num_classes, k, temperature, batch_size)
@@ -80,18 +81,26 @@ def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
     train = l2_normalize(train)
     k = min(int(k), int(train.shape[0]))
     num_classes, batch_size = int(num_classes), int(batch_size)
-    predictions = []
+    scores = []
     for start in range(0, int(test.shape[0]), batch_size):
         chunk = l2_normalize(test[start:start + batch_size])
         similarity = ops.matmul(chunk, ops.transpose(train))           # [b, N]
         top_sim, top_idx = ops.top_k(similarity, k=k)                  # [b, k]
         weights = ops.exp((top_sim - top_sim[:, :1]) / float(temperature))
         votes = ops.one_hot(ops.take(labels, top_idx), num_classes, dtype="float32")
-        scores = ops.einsum("bk,bkc->bc", weights, votes)
-        predictions.append(ops.convert_to_numpy(ops.argmax(scores, axis=1)).astype(np.int64))
-    if not predictions:
-        return np.zeros((0,), dtype=np.int64)
-    return np.concatenate(predictions)
+        scores.append(ops.convert_to_numpy(ops.einsum("bk,bkc->bc", weights, votes)))
+    if not scores:
+        return np.zeros((0, num_classes), dtype=np.float32)
+    return np.concatenate(scores).astype(np.float32)
+
+
+def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
+                temperature=0.1, batch_size=1024):
+    """Weighted kNN classifier: the argmax of :func:`knn_scores`, an ``int64`` NumPy
+    array of predicted labels."""
+    scores = knn_scores(train_features, train_labels, test_features, num_classes, k=k,
+                        temperature=temperature, batch_size=batch_size)
+    return np.argmax(scores, axis=1).astype(np.int64)
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes,
