@@ -123,11 +123,15 @@ def test_device_run_dry_run_on_the_cpu(tmp_path):
                           "bfloat16", "--budget_s", "600", "--verbose", "0")
     assert done.returncode == 0, done.stderr[-4000:]
     last = done.stdout.strip().splitlines()[-1]
-    match = re.fullmatch(r"epochs=(\d+) top1=([\d.]+) pairs_per_s=([\d.]+)", last)
+    match = re.fullmatch(r"epochs=(\d+) top1=([\d.]+) top1_test_selected=([\d.]+) "
+                         r"pairs_per_s=([\d.]+)", last)
     assert match, last
     result = json.loads((out / "device_run.json").read_text())
     assert result["epochs"] == int(match.group(1)) == 3
     assert result["top1"] == pytest.approx(float(match.group(2)), abs=1e-4)
+    # The published protocol's figure: the best probe epoch on the test set, the last included.
+    assert result["top1_test_selected"] == pytest.approx(float(match.group(3)), abs=1e-4)
+    assert result["top1_test_selected"] >= result["top1"]
     assert result["batch_size"] == 8 and result["learning_rate"] == pytest.approx(0.03 * 8 / 128)
     saved = json.loads((out / "run" / "config.json").read_text())
     assert saved["name"] == "direct_pred" and saved["mixed_precision"] == "bfloat16"
