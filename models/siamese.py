@@ -19,8 +19,9 @@ The variant is chosen by the :class:`config.Config` fields ``predictor``,
 import keras
 from keras import ops
 
+import backends
 from models import heads, losses, network_constants, predictors
-from models.base import SSLModel, cross_replica_gather
+from models.base import SSLModel
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -94,7 +95,8 @@ class SiameseNetwork(SSLModel):
         """
         config = self.config
         step = self.step_counter
-        z = cross_replica_gather(ops.concatenate([outputs["z1"], outputs["z2"]], axis=0))
+        z = backends.get().cross_replica_gather(
+            ops.concatenate([outputs["z1"], outputs["z2"]], axis=0))
         corr, mean = predictors.accumulate_correlation(
             self.correlation, z, config.corr_rho, step > 0, center=config.corr_center,
             mean=self.correlation_mean)
