@@ -7,7 +7,7 @@ the input is tf.data (tfds or in-memory) split by Keras's ``fit`` across replica
 
 import tensorflow as tf
 
-from data_processing import augmentations, datasets
+from data_processing import augment_ops, augmentations, datasets
 # The tf.data pipelines and the loaders of every dataset (tfds, folder, synthetic).
 from data_processing.augmentations import evaluation_dataset, pretraining_dataset  # noqa: F401
 from experiments import distribute
@@ -169,8 +169,8 @@ def check_run(config):
 def probe_images(data, config, num):
     """The first ``num`` training images, eval-transformed (the eigenspace probe)."""
     images = [x for x, _ in data.train.take(num).batch(256)]
-    return augmentations.eval_transform(tf.concat(images, axis=0),
-                                        augmentations.AugmentParams.from_config(config))
+    return augment_ops.eval_transform(tf.concat(images, axis=0),
+                                      augment_ops.AugmentParams.from_config(config))
 
 
 def distribute_dataset(dataset, strategy):
