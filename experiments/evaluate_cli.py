@@ -1,7 +1,7 @@
 """Evaluate a finished run from its results folder (never re-trains).
 
     python test.py --name run              # test top-1/top-5 + figures
-    python test.py --name run --only vis   # figures only (also --only_vis)
+    python test.py --name run --only vis   # figures only
 
 (``nc-ssl-test`` once the package is installed.)
 """
@@ -17,10 +17,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("name", None, "Run name: reads RESULTS_DIR/NAME.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_enum("only", None, ["vis"], "'vis': only draw the figures.")
-flags.DEFINE_boolean("only_vis", False, "Same as --only vis.")
 flags.DEFINE_integer("verbose", 1, "2: also TensorFlow / JAX start-up logs.")
 
-HELP_GROUPS = (("Run", ("name", "results_dir", "only", "only_vis", "verbose")),)
+HELP_GROUPS = (("Run", ("name", "results_dir", "only", "verbose")),)
 
 
 def help_text():
@@ -33,7 +32,7 @@ def main():
             raise ValueError("--name is required.")
         from experiments.training import evaluate, probe_summary  # imports Keras
         result = evaluate(os.path.join(FLAGS.results_dir, FLAGS.name),
-                          only_vis=FLAGS.only_vis or FLAGS.only == "vis")
+                          only_vis=FLAGS.only == "vis")
     except ValueError as error:
         print(f"test.py: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -22,6 +22,7 @@ from keras import ops
 import backends
 from models import heads, losses, network_constants, predictors
 from models.base import SSLModel
+from models.optimizers import predictor_weight_decay
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -63,9 +64,7 @@ class SiameseNetwork(SSLModel):
         return heads.dense_kernels(self.predictor)[0]
 
     def trainable_with_decay(self):
-        config = self.config
-        pred_wd = (config.weight_decay if config.predictor_weight_decay is None
-                   else config.predictor_weight_decay)
+        pred_wd = predictor_weight_decay(self.config)
         return super().trainable_with_decay() + [
             (v, pred_wd) for v in self.predictor.trainable_variables]
 
