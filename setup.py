@@ -8,13 +8,17 @@ setup(
     description=("Non-contrastive self-supervised learning (BYOL, SimSiam, DirectPred, "
                  "DirectCopy) in TensorFlow 2 / Keras 3: a reproduction of Tian, Chen & "
                  "Ganguli, ICML 2021."),
-    python_requires=">=3.11,<3.12",
+    # Every Python for which the pins below all publish wheels: tensorflow-cpu 2.21.0 has
+    # cp310-cp313, keras 3.15.1 requires >= 3.11, jaxlib 0.10.2 has cp311-cp314 (checked
+    # with pip download --only-binary=:all: --python-version X for each pin).
+    python_requires=">=3.11,<3.14",
     # train.py is also a module: the nc-ssl-train console script runs train.cli.
     py_modules=["train"],
     entry_points={"console_scripts": ["nc-ssl-train=train:cli",
                                       "nc-ssl-test=experiments.evaluate_cli:cli"]},
-    packages=find_packages(include=["config", "models", "models.*", "data_processing",
-                                    "data_processing.*", "experiments", "experiments.*"]),
+    packages=find_packages(include=["backends", "config", "models", "models.*",
+                                    "data_processing", "data_processing.*", "experiments",
+                                    "experiments.*"]),
     install_requires=[
         # CPU build; GPU users: pip install "tensorflow[and-cuda]==2.21.0" (README).
         "tensorflow-cpu==2.21.0",

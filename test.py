@@ -1,7 +1,7 @@
 """Evaluate a finished run from its results folder (never re-trains).
 
     python test.py --name run              # test top-1/top-5 + figures
-    python test.py --name run --only vis   # figures only (also --only_vis)
+    python test.py --name run --only vis   # figures only
 
 The same as the ``nc-ssl-test`` console script: experiments/evaluate_cli.py.
 """

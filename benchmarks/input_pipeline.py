@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from config import Config, get_config  # noqa: E402
-from data_processing import augmentations, datasets  # noqa: E402
+from data_processing import augment_ops, augmentations, datasets  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "memory", "'memory' (random uint8 images), 'folder' or any "
@@ -44,7 +44,7 @@ flags.DEFINE_bool("reference", False, "Also time a per-image Dataset.map of the 
 flags.DEFINE_bool("xla", True, "XLA-compile the batched augmentation.")
 
 
-def reference_augment(image, p: augmentations.AugmentParams):
+def reference_augment(image, p: augment_ops.AugmentParams):
     """One view of ONE uint8 image with per-image tf.image ops (the straightforward way)."""
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
@@ -90,7 +90,7 @@ def reference_augment(image, p: augmentations.AugmentParams):
 
 
 def reference_pipeline(images: np.ndarray, config: Config) -> tf.data.Dataset:
-    p = augmentations.AugmentParams.from_config(config)
+    p = augment_ops.AugmentParams.from_config(config)
     ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=0)
     ds = ds.map(lambda x: (reference_augment(x, p), reference_augment(x, p)),
                 num_parallel_calls=tf.data.AUTOTUNE)

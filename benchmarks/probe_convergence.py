@@ -33,18 +33,19 @@ def main(argv):
     del argv
     import keras
 
+    import backends
     import models  # noqa: F401  registers the saved classes
-    from experiments.training import RunDirectory, _backend_input, read_run
+    from experiments.training import RunDirectory, read_run
     from models.classifier import extract_features, fit_linear_probe
     from tests.models.test_probe_convergence import reference_top1
 
     run_dir = os.path.join(FLAGS.results_dir, FLAGS.name)
     _, config = read_run(run_dir)
-    source = _backend_input()
-    data = source.load(config)
+    backend = backends.get()
+    data = backend.load_dataset(config)
     encoder = keras.models.load_model(RunDirectory.from_path(run_dir).encoder_model)
-    train = extract_features(encoder, source.evaluation(data.train, config))
-    test = extract_features(encoder, source.evaluation(data.test, config))
+    train = extract_features(encoder, backend.evaluation_dataset(data.train, config))
+    test = extract_features(encoder, backend.evaluation_dataset(data.test, config))
     epochs = FLAGS.epochs or config.epochs_finetuning
     print(f"{FLAGS.name}: {len(train[0])} train / {len(test[0])} {data.eval_split} features "
           f"of dimension {train[0].shape[1]}, {data.num_classes} classes, {epochs} epochs")

@@ -16,7 +16,7 @@ loss, gradients, optimizer update) and one with the same updates as the package
 (coupled weight decay, EMA, F, Wp, queues); and for DirectPred the eigendecomposition
 of a d x d F on its own.
 ``--backend`` picks the Keras backend of this process (``tensorflow``, the default, or
-``jax``: the jitted stateless step of ``models/jax_step.py`` on the same model and
+``jax``: the jitted stateless step of ``backends/jax.py`` on the same model and
 batches; ``--reference`` is TensorFlow only). One backend per process: run it twice
 to compare.
 The last line is ``images_per_s=<number>`` (images, i.e. two-view pairs, per second)

@@ -6,7 +6,7 @@ The same datasets, checks and batch semantics as the tf.data pipeline
 * ``synthetic`` (NumPy) and ``folder`` (``ROOT/{train,test}/<class>/*``, decoded
   once with Pillow, resized like ``datasets._fit_image``: shorter side, bilinear
   with Pillow's antialiasing, centre crop); tfds names need TensorFlow and are
-  refused by :func:`experiments.training.check_backend`.
+  refused by :func:`backends.jax.check_run`.
 * :func:`pretraining_dataset`: the batches of epochs ``epoch .. stop_epoch - 1``
   back to back, each a function of (seed, epoch, step): the order of epoch e is a
   permutation seeded by (seed, e) and host-side views use uniforms seeded by

@@ -39,18 +39,9 @@ import tensorflow as tf
 
 from data_processing import augment_ops
 from data_processing.sources import check_pretraining_args
-# The recipe and its parameters live in the backend-agnostic augment_ops (keras.ops:
-# tf ops under TensorFlow); re-exported here, where they have always been imported from.
-from data_processing.augment_ops import (NUM_UNIFORMS, AugmentParams,  # noqa: F401
-                                         augment_from_uniforms, eval_transform)
-
-# The old private names of the recipe's pieces.
-_NUM_UNIFORMS = NUM_UNIFORMS
-_C_JITTER_ON, _C_FACTORS, _C_ORDER = (augment_ops.C_JITTER_ON, augment_ops.C_FACTORS,
-                                      augment_ops.C_ORDER)
-_color_jitter = augment_ops.color_jitter
-_hue_shift = augment_ops.hue_shift
-_augment_from_uniforms = augment_from_uniforms
+# The recipe and its parameters: the backend-agnostic augment_ops (tf ops here).
+from data_processing.augment_ops import (NUM_UNIFORMS, AugmentParams, augment_from_uniforms,
+                                         eval_transform)
 
 
 def _require_tensorflow_backend(what):

@@ -33,9 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_processing import sources
-from data_processing.sources import (  # noqa: F401  (re-exported: the public names)
-    FOLDER_HINT, IMAGE_EXTENSIONS, SYNTHETIC_CLASSES, SYNTHETIC_TEST, SYNTHETIC_TRAIN,
-    check_same_size, folder_splits, make_gaussian_views, make_synthetic, subset_indices)
+from data_processing.sources import (FOLDER_HINT, SYNTHETIC_CLASSES, check_same_size,
+                                     folder_splits, subset_indices)
 
 #: Seed of the fixed train/test split of datasets that ship with a single split.
 SPLIT_SEED = 20210601

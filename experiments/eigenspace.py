@@ -11,11 +11,12 @@ kernel ``K`` is ``Wp^T``); ``F`` is ``d x d``.
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import TypedDict
 
 import numpy as np
+
+from experiments import safe_io
 
 __all__ = ["EigenspaceRecord", "FORMAT_VERSION", "eigen_metrics",
            "least_squares_predictor", "save_eigenspace", "load_eigenspace"]
@@ -172,19 +173,6 @@ def _stack_records(records):
     return stacked
 
 
-def _atomic_write(directory, name, write):
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_eigenspace(records, directory):
     """Write ``records`` (list of :class:`EigenspaceRecord`) to ``directory``.
 
@@ -192,7 +180,8 @@ def save_eigenspace(records, directory):
     ``wp_eigenvalues``, ``alignment [E, d]``, ``asymmetry [E]`` (no pickled
     objects). ``eigenspace.json``: ``format_version``, ``epochs``,
     ``asymmetry`` and a summary of the last record. Each file is written to a
-    temporary file and ``os.replace``-d. Returns the npz path.
+    temporary file, fsynced and ``os.replace``-d (:func:`experiments.safe_io.atomic_write`).
+    Returns the npz path.
     """
     stacked = _stack_records(records)
     directory = os.fspath(directory)
@@ -215,9 +204,9 @@ def save_eigenspace(records, directory):
             "wp_negative_eigenvalues": int(np.sum(last["wp_eigenvalues"] < 0)),
         },
     }
-    _atomic_write(directory, NPZ_NAME, lambda handle: np.savez(handle, **stacked))
-    text = json.dumps(summary, indent=2).encode("utf-8")
-    _atomic_write(directory, JSON_NAME, lambda handle: handle.write(text))
+    safe_io.atomic_write(os.path.join(directory, NPZ_NAME),
+                         lambda handle: np.savez(handle, **stacked))
+    safe_io.write_text(os.path.join(directory, JSON_NAME), json.dumps(summary, indent=2))
     return os.path.join(directory, NPZ_NAME)
 
 

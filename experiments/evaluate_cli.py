@@ -1,7 +1,7 @@
 """Evaluate a finished run from its results folder (never re-trains).
 
     python test.py --name run              # test top-1/top-5 + figures + evaluations table
-    python test.py --name run --only vis   # figures only (also --only_vis)
+    python test.py --name run --only vis   # figures only
     python test.py --name run --protocol knn                          # frozen features
     python test.py --name run --protocol finetune --labels_fraction 0.1
     python test.py --name run --protocol linear --eval_dataset folder --eval_data_dir DIR
@@ -22,7 +22,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("name", None, "Run name: reads RESULTS_DIR/NAME.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_enum("only", None, ["vis"], "'vis': only draw the figures.")
-flags.DEFINE_boolean("only_vis", False, "Same as --only vis.")
 flags.DEFINE_integer("verbose", 1, "2: also TensorFlow / JAX start-up logs.")
 flags.DEFINE_string("protocol", None,
                     "linear (the run's probe), knn (weighted kNN on frozen features) or "
@@ -54,7 +53,7 @@ PROTOCOL_FLAGS = ("labels_fraction", "seed", "eval_dataset", "eval_data_dir",
                   "eval_image_size", "epochs", "knn_k", "knn_temperature", "learning_rate",
                   "batch_size")
 HELP_GROUPS = (
-    ("Run", ("name", "results_dir", "only", "only_vis", "verbose")),
+    ("Run", ("name", "results_dir", "only", "verbose")),
     ("Evaluation protocol (each run adds to evaluations.json)",
      ("protocol", "labels_fraction", "seed", "epochs", "knn_k", "knn_temperature",
       "learning_rate", "batch_size")),
@@ -69,7 +68,7 @@ def help_text():
 def _protocol_arguments():
     """The keyword arguments of ``evaluate_protocol`` from the flags (None: not given)."""
     given = [f"--{name}" for name in PROTOCOL_FLAGS if FLAGS[name].present]
-    only_vis = FLAGS.only_vis or FLAGS.only == "vis"
+    only_vis = FLAGS.only == "vis"
     if FLAGS.protocol is None:
         if given:
             raise ValueError(f"{', '.join(given)} apply to an evaluation protocol: add "
@@ -102,7 +101,7 @@ def main():
             entry = protocols.evaluate_protocol(run_dir, FLAGS.protocol, **arguments)
             result = {"figures": []}
         else:
-            result = evaluate(run_dir, only_vis=FLAGS.only_vis or FLAGS.only == "vis")
+            result = evaluate(run_dir, only_vis=FLAGS.only == "vis")
         table, figure = protocols.summarise(run_dir)
     except ValueError as error:
         print(f"test.py: error: {error}", file=sys.stderr)

@@ -1,35 +1,12 @@
-"""Evaluation monitors: collapse (normalised std) and weighted kNN accuracy.
+"""Evaluation monitor: weighted kNN accuracy of frozen features.
 
-NumPy and ``keras.ops``: the same code under the TensorFlow and the JAX backend.
+NumPy and ``keras.ops``: the same code under the TensorFlow and the JAX backend. The
+collapse monitor (``z_std``) is :func:`models.metrics.normalized_std`.
 """
 
 import numpy as np
 
-__all__ = ["normalized_std_np", "normalized_std", "knn_scores", "knn_predict", "knn_accuracy"]
-
-# Same floor as tf.math.l2_normalize: x / sqrt(max(sum x^2, eps)).
-_L2_EPSILON = 1e-12
-
-
-def normalized_std_np(z):
-    """Collapse monitor (NumPy): mean over dims of the batch std of ``z / |z|``.
-
-    About ``1/sqrt(d)`` for well-spread outputs, ~0 when all rows collapse to
-    one direction (SimSiam, Chen & He 2021, Sec. 4.1; the collapse discussed in
-    Tian et al. 2021, Sec. 3). Population std (``ddof=0``), as ``tf.math.reduce_std``.
-    """
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim != 2 or z.shape[0] == 0:
-        raise ValueError(f"z must be 2-D [N, d] with N >= 1. Received: z.shape={z.shape}")
-    norms = np.sqrt(np.maximum(np.sum(z * z, axis=1, keepdims=True), _L2_EPSILON))
-    return float(np.mean(np.std(z / norms, axis=0)))
-
-
-def normalized_std(z):
-    """Backend version of :func:`normalized_std_np` (float32 scalar tensor), the
-    one the train step logs as ``z_std``: :func:`models.metrics.normalized_std`."""
-    from models.metrics import normalized_std as in_graph  # lazy: imports Keras
-    return in_graph(z)
+__all__ = ["knn_scores", "knn_predict", "knn_accuracy"]
 
 
 def _knn_inputs(train_features, train_labels, test_features, num_classes, k,
@@ -72,12 +49,10 @@ def knn_scores(train_features, train_labels, test_features, num_classes, k=200,
     constant factor), which leaves the ranking of the classes unchanged and avoids
     float32 overflow at small temperatures.
     """
+    from models.ops_util import l2_normalize  # lazy: imports Keras
+
     ops, train, labels, test = _knn_inputs(train_features, train_labels, test_features,
                                            num_classes, k, temperature, batch_size)
-
-    def l2_normalize(x):  # as tf.math.l2_normalize
-        return x * ops.rsqrt(ops.maximum(ops.sum(x * x, axis=1, keepdims=True), _L2_EPSILON))
-
     train = l2_normalize(train)
     k = min(int(k), int(train.shape[0]))
     num_classes, batch_size = int(num_classes), int(batch_size)

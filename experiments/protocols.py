@@ -33,7 +33,7 @@ import numpy as np
 from experiments import safe_io
 from experiments.metrics import knn_scores
 from experiments.pretrained import _saved_encoder, encoder_at_size
-from experiments.training import RunDirectory, _backend_input, check_backend, read_run
+from experiments.training import RunDirectory, check_backend, read_run
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
 
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -153,12 +153,9 @@ def _dataset_label(dataset, data_dir):
 # ---------------------------------------------------------------------------
 
 def _compiled(fn):
-    """``fn`` compiled by the backend (``jax.jit`` / ``tf.function``)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.jit(fn)
-    import tensorflow as tf
-    return tf.function(fn, reduce_retracing=True)
+    """``fn`` compiled by the current backend (:func:`backends.get`: ``jit``)."""
+    import backends
+    return backends.get().jit(fn)
 
 
 def finetune(encoder, config, train, test, num_classes, *, epochs, learning_rate=None,
@@ -242,11 +239,10 @@ def evaluate_protocol(run_dir, protocol, *, labels_fraction=1.0, seed=None, data
                          f"finish it with train.py --resume. Received: {run_dir!r}")
     seed = int(config.seed if seed is None else seed)
     eval_config = evaluation_config(config, dataset, data_dir, image_size)
-    check_backend(eval_config)
+    backend = check_backend(eval_config)
     encoder = _saved_encoder(run_dir, config)
     encoder = encoder_at_size(encoder, config, eval_config.image_size, run_dir)
-    source = _backend_input()
-    data = source.load(eval_config)
+    data = backend.load_dataset(eval_config)
     entry = {
         "protocol": protocol, "dataset": _dataset_label(eval_config.dataset,
                                                         eval_config.data_dir),
@@ -268,8 +264,8 @@ def evaluate_protocol(run_dir, protocol, *, labels_fraction=1.0, seed=None, data
         entry.update(epochs=epochs, params={k: result[k] for k in ("learning_rate",
                                                                    "batch_size")})
     else:
-        train_f, train_y = extract_features(encoder, source.evaluation(data.train, eval_config))
-        test_f, test_y = extract_features(encoder, source.evaluation(data.test, eval_config))
+        train_f, train_y = extract_features(encoder, backend.evaluation_dataset(data.train, eval_config))
+        test_f, test_y = extract_features(encoder, backend.evaluation_dataset(data.test, eval_config))
         subset = labelled_subset(train_y, labels_fraction, seed, data.class_names)
         if protocol == "knn":
             k = int(knn_k or KNN_K)

@@ -22,7 +22,6 @@ Results folder ``RESULTS_DIR/NAME/``::
     training_curves.png, eigenspace.png
 """
 
-import contextlib
 import csv
 import io
 import json
@@ -31,11 +30,11 @@ import os
 import shutil
 import tempfile
 import time
-import types
 
 import keras
 import numpy as np
 
+import backends
 from config import PROBE_FIELDS, Config
 from experiments import callbacks as cb
 from experiments import console, eigenspace, safe_io, visualisation
@@ -47,82 +46,13 @@ RESULTS_FORMAT_VERSION = 1
 EIGENSPACE_PROBE_EXAMPLES = 1024
 
 
-# ---------------------------------------------------------------------------
-# The backend seam: tf.data + tf.distribute under TensorFlow, in-memory arrays
-# (data_processing/arrays.py) on one device under JAX. Nothing else here names
-# a backend.
-# ---------------------------------------------------------------------------
-
-def _tf_probe_images(data, config, num):
-    import tensorflow as tf
-
-    from data_processing.augmentations import AugmentParams, eval_transform
-    images = [x for x, _ in data.train.take(num).batch(256)]
-    return eval_transform(tf.concat(images, axis=0), AugmentParams.from_config(config))
-
-
-def _tf_distributed(dataset, strategy):
-    """Under several replicas, ``fit`` splits each global batch; across workers every
-    worker builds the same (seeded) pipeline and keeps its share (DATA sharding)."""
-    if strategy.num_replicas_in_sync == 1:
-        return dataset
-    import tensorflow as tf
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
-class _OneDevice:
-    """The strategy of a JAX run: one device, no replicas (``tf.distribute`` is TF)."""
-
-    num_replicas_in_sync = 1
-
-    def scope(self):
-        return contextlib.nullcontext()
-
-
-def _backend_input():
-    """The input functions of the Keras backend: ``load(config)``,
-    ``pretraining(data, config, **kw)``, ``evaluation(split, config)``,
-    ``probe_images(data, config, num)``, ``distributed(dataset, strategy)``,
-    ``strategy(name)``, ``is_chief(strategy)`` and whether TensorBoard logs are written."""
-    if keras.backend.backend() == "jax":
-        from data_processing import arrays
-        return types.SimpleNamespace(
-            load=arrays.load_dataset_from_config, pretraining=arrays.pretraining_dataset,
-            evaluation=arrays.evaluation_dataset, probe_images=arrays.probe_images,
-            distributed=lambda dataset, strategy: dataset,
-            strategy=lambda name: _OneDevice(), is_chief=lambda strategy: True,
-            tensorboard=False)
-    from data_processing import augmentations, datasets
-    from experiments import distribute
-    return types.SimpleNamespace(
-        load=datasets.load_dataset_from_config, pretraining=augmentations.pretraining_dataset,
-        evaluation=augmentations.evaluation_dataset, probe_images=_tf_probe_images,
-        distributed=_tf_distributed, strategy=distribute.make_strategy,
-        is_chief=distribute.is_chief, tensorboard=True)
-
-
 def check_backend(config):
-    """What a run needs of the Keras backend, checked before anything is touched:
-    TensorFlow or JAX; under JAX one device and the datasets of
-    ``data_processing/arrays.py`` (tfds and ``tf.distribute`` are TensorFlow)."""
-    backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax"):
-        raise ValueError("This package trains under the tensorflow or jax Keras backend. "
-                         f"Received: KERAS_BACKEND={backend!r}")
-    if backend != "jax":
-        return
-    from data_processing.arrays import NAMES
-    if config.strategy != "default":
-        raise ValueError(f"strategy={config.strategy!r} is tf.distribute (TensorFlow); "
-                         "under KERAS_BACKEND=jax only 'default' (one device). "
-                         f"Received: strategy={config.strategy!r}")
-    if config.dataset not in NAMES:
-        raise ValueError(f"dataset={config.dataset!r} is read with tensorflow-datasets; "
-                         f"under KERAS_BACKEND=jax use one of {list(NAMES)} (a local copy "
-                         f"as --dataset folder --data_dir ROOT). Received: "
-                         f"dataset={config.dataset!r}")
+    """The module of the Keras backend (:func:`backends.get`: TensorFlow or JAX) after
+    checking, before anything is touched, that it can run ``config`` (its
+    ``check_run``: under JAX one device and an in-memory dataset)."""
+    backend = backends.get()
+    backend.check_run(config)
+    return backend
 
 
 class RunDirectory:
@@ -277,7 +207,7 @@ def _check_replicas(config, strategy):
                          f"Received: batch_size={config.batch_size}")
 
 
-def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
+def _pretrain(run, config, data, verbose, extra_callbacks, strategy, backend):
     """Pre-trains from the last checkpoint of ``run`` (or from scratch) to
     ``config.epochs_pretraining``; saves the final weights. Returns the encoder."""
     steps = _pretrain_examples(config, data) // config.batch_size
@@ -289,11 +219,9 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
                       jit_compile=config.jit_compile)
         model.set_total_steps(steps * config.epochs_pretraining, steps_per_epoch=steps)
         if not model.optimizer.built:
-            # Built now, with the variables in the order the train step passes them,
-            # so that a checkpoint's optimizer slots map to the same variables (the
-            # JAX step passes model.trainable_variables).
-            model.optimizer.build(model.trainable_variables if keras.backend.backend() == "jax"
-                                  else [v for v, _ in model.trainable_with_decay()])
+            # Built now, on the variables in the order the backend's train step passes
+            # them (the JAX step checks it), so that a checkpoint can be restored.
+            model.optimizer.build(backend.trained_variables(model))
     checkpoint = cb.RunCheckpoint(run.checkpoint,
                                   on_saved=lambda rows: _write_history(run, rows))
     start = checkpoint.restore(model)
@@ -301,8 +229,8 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
         if verbose:
             print(f"{os.path.basename(run.root)}: resuming after epoch {start}/"
                   f"{config.epochs_pretraining}", flush=True)
-    train_eval = source.evaluation(data.train, config)
-    test_eval = source.evaluation(data.test, config)
+    train_eval = backend.evaluation_dataset(data.train, config)
+    test_eval = backend.evaluation_dataset(data.test, config)
     # Order matters: everything that adds to an epoch's logs, then the checkpoint,
     # then the epoch's log line (printed once the checkpoint is on disk).
     callbacks = [
@@ -317,7 +245,7 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
         if os.path.exists(os.path.join(run.eigenspace, eigenspace.NPZ_NAME)):
             records = [r for r in eigenspace.load_eigenspace(run.eigenspace)
                        if r["epoch"] <= start]
-        probe = source.probe_images(data, config, EIGENSPACE_PROBE_EXAMPLES)
+        probe = backend.probe_images(data, config, EIGENSPACE_PROBE_EXAMPLES)
         callbacks.append(cb.EigenspaceTracker(probe, run.eigenspace,
                                               every=config.eigenspace_every,
                                               records=records,
@@ -325,14 +253,14 @@ def _pretrain(run, config, data, verbose, extra_callbacks, strategy, source):
     callbacks += [*extra_callbacks, checkpoint,
                   cb.EpochSummary(config.epochs_pretraining, config.projection_dim,
                                   verbose=verbose, steps_per_epoch=steps)]
-    if source.tensorboard:  # Keras's TensorBoard callback writes with tf.summary
+    if backend.WRITES_TENSORBOARD:  # Keras's TensorBoard callback writes with tf.summary
         callbacks.append(keras.callbacks.TensorBoard(run.logs))
     began = time.time()
     if start < config.epochs_pretraining:
         # Epochs start..E-1 back to back; each epoch's order and augmentation draws
         # are a function of (seed, epoch, step), so a resumed run sees what the
         # uninterrupted one saw.
-        pretrain_data = source.distributed(source.pretraining(
+        pretrain_data = backend.distribute_dataset(backend.pretraining_dataset(
             data, config, with_labels=_needs_labels(config), epoch=start,
             stop_epoch=config.epochs_pretraining), strategy)
         model.fit(pretrain_data, epochs=config.epochs_pretraining, initial_epoch=start,
@@ -468,24 +396,23 @@ def train(config, name, *, results_dir="results", resume=False, overwrite=False,
     """
     if not isinstance(config, Config):
         raise ValueError(f"train needs a Config. Received: {type(config).__name__}")
-    check_backend(config)
-    source = _backend_input()
-    strategy = source.strategy(config.strategy)  # before any other TensorFlow work
-    if source.is_chief(strategy):
-        return _train(config, name, strategy, source, results_dir, resume, overwrite,
+    backend = check_backend(config)
+    strategy = backend.make_strategy(config.strategy)  # before any other TensorFlow work
+    if backend.is_chief(strategy):
+        return _train(config, name, strategy, backend, results_dir, resume, overwrite,
                       verbose, callbacks)
     scratch = tempfile.mkdtemp(prefix="nc_ssl_worker_")
     try:
         chief_folder = RunDirectory(results_dir, name).root
         if resume and os.path.isdir(chief_folder):
             shutil.copytree(chief_folder, RunDirectory(scratch, name).root)
-        return _train(config, name, strategy, source, scratch, resume, overwrite, verbose,
+        return _train(config, name, strategy, backend, scratch, resume, overwrite, verbose,
                       callbacks)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(config, name, strategy, source, results_dir, resume, overwrite, verbose,
+def _train(config, name, strategy, backend, results_dir, resume, overwrite, verbose,
            callbacks):
     run = RunDirectory(results_dir, name)
     info = _check_resume(run, config, resume, overwrite)
@@ -498,18 +425,18 @@ def _train(config, name, strategy, source, results_dir, resume, overwrite, verbo
     _check_replicas(config, strategy)
     # Every data check (classes, decodable images, sizes) runs here, before the
     # results folder is created or touched.
-    data = source.load(config, progress=console.image_counter() if verbose else None)
+    data = backend.load_dataset(config, progress=console.image_counter() if verbose else None)
     # Validates batch vs. dataset size before the folder is touched.
-    source.pretraining(data, config, with_labels=_needs_labels(config))
+    backend.pretraining_dataset(data, config, with_labels=_needs_labels(config))
     status = _prepare_directory(run, config, resume, overwrite)
     started = time.time()
     if status == "pretraining":
-        encoder = _pretrain(run, config, data, verbose, callbacks, strategy, source)
+        encoder = _pretrain(run, config, data, verbose, callbacks, strategy, backend)
     else:
         encoder = keras.models.load_model(run.encoder_model)
-    test_eval = source.evaluation(data.test, config)
+    test_eval = backend.evaluation_dataset(data.test, config)
     # Features of the un-augmented images, computed once for the probe and the final kNN.
-    train_features = extract_features(encoder, source.evaluation(data.train, config))
+    train_features = extract_features(encoder, backend.evaluation_dataset(data.train, config))
     test_features = extract_features(encoder, test_eval)
     classifier, probe = fit_linear_probe(
         encoder, train_features, test_features, data.num_classes,
@@ -562,8 +489,7 @@ def evaluate(run_dir, only_vis=False):
     """What ``test.py`` does: re-evaluates the saved classifier on the test split
     and draws the figures. Returns ``{"top1", "top5", "figures"}``."""
     info, config = read_run(run_dir)
-    check_backend(config)
-    source = _backend_input()
+    backend = check_backend(config)
     result = {}
     if not only_vis:
         classifier_path = RunDirectory.from_path(run_dir).classifier
@@ -571,9 +497,9 @@ def evaluate(run_dir, only_vis=False):
             raise ValueError(f"{run_dir!r} has no fitted classifier (run status: "
                              f"{info['status']}); finish it with train.py --resume.")
         classifier = keras.models.load_model(classifier_path)
-        data = source.load(config)
+        data = backend.load_dataset(config)
         result["top1"], result["top5"] = evaluate_classifier(
-            classifier, source.evaluation(data.test, config))
+            classifier, backend.evaluation_dataset(data.test, config))
         result["eval_split"] = data.eval_split
         metrics_path = RunDirectory.from_path(run_dir).metrics
         if os.path.exists(metrics_path):  # the probe's recorded test-selected figure

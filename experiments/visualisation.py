@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_eigenspace", "plot_training_curves", "plot_bar_chart", "save_figure",
+__all__ = ["plot_eigenspace", "plot_bar_chart", "save_figure",
            "training_curve_panels", "training_curves_figure", "eigenspace_figure"]
 
 #: Floor used before log10 of F's eigenvalues (F is PSD; tiny/negative values are round-off).
@@ -258,18 +258,6 @@ def training_curves_figure(pretrain, probe=None, title=None, z_std_reference=Non
     if title:
         figure.suptitle(title)
     return figure
-
-
-def plot_training_curves(pretrain, path, title=None, probe=None, z_std_reference=None,
-                         num_classes=None):
-    """Saves :func:`training_curves_figure` as a PNG at ``path`` and returns ``path``.
-
-    ``pretrain`` / ``probe``: ``{metric: per-epoch values}`` of the two phases (as
-    ``history.csv`` holds them); non-finite values (e.g. kNN on epochs where it was
-    not computed) are skipped, so sparse metrics are drawn as connected markers.
-    """
-    return save_figure(training_curves_figure(pretrain, probe, title, z_std_reference,
-                                              num_classes), path)
 
 
 #: Legend labels of the bar chart's metrics.

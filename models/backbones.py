@@ -49,9 +49,9 @@ import functools
 import keras
 from keras import layers
 
+import backends
 from models import network_constants
 from models.conv import PointwiseConv2D
-from models.tf_seam import use_synchronized_bn  # noqa: F401 (re-exported)
 
 #: The image encoders ([B, S, S, 3] -> [B, D]).
 IMAGE_BACKBONES = ("resnet18", "resnet34", "resnet50", "vgg16", "densenet121",
@@ -417,7 +417,7 @@ def build_encoder(config, dtype=None, name="encoder", synchronized=None):
     """
     encoder = build(config.backbone, image_size=config.image_size, width=config.width,
                     stem=config.resolved_stem, dtype=dtype, name=name,
-                    synchronized=use_synchronized_bn(synchronized))
+                    synchronized=backends.get().use_synchronized_bn(synchronized))
     if config.backbone == "linear":
         return encoder  # the theory's W: no BN, its own init (experiments/theory)
     return network_constants.apply(encoder, config, backbone=config.backbone)

@@ -7,8 +7,9 @@ C_ij^2``, times ``config.barlow_scale``.
 
 import keras
 
+import backends
 from models import contrastive_losses
-from models.base import SSLModel, cross_replica_sum
+from models.base import SSLModel
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -19,5 +20,5 @@ class BarlowTwins(SSLModel):
         z1 = self.project(x1, training=training)
         z2 = self.project(x2, training=training)
         loss = contrastive_losses.barlow_twins(z1, z2, lambd=self.config.barlow_lambda,
-                                               all_reduce_sum=cross_replica_sum)
+                                               all_reduce_sum=backends.get().cross_replica_sum)
         return self.config.barlow_scale * loss, {"z1": z1, "z2": z2}

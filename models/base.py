@@ -23,7 +23,7 @@ bit-identical variables:
 * gradients: each replica's loss is its share of the global mean (divided by
   the number of replicas); the optimizer sums the gradients over replicas and
   applies the same update on every replica. The gradients of
-  :func:`cross_replica_gather` / :func:`cross_replica_sum` are themselves
+  ``cross_replica_gather`` / ``cross_replica_sum`` (:mod:`backends`) are themselves
   all-reduced (TensorFlow's ``all_gather`` / ``all_reduce`` gradients), so
   losses over the gathered global batch get exact global-batch gradients.
 * method state (step counter, F, queues, ...) is made with :meth:`SSLModel.add_state`:
@@ -46,15 +46,11 @@ import math
 import keras
 from keras import ops
 
+import backends
 from config import Config
 from models import backbones, heads, network_constants
 from models.metrics import normalized_std
 from models.optimizers import uses_coupled_weight_decay
-from models import tf_seam
-# The tf.distribute helpers live in the TensorFlow seam (identities under JAX);
-# re-exported here, where the methods have always imported them from.
-from models.tf_seam import (across_workers, cross_replica_gather,  # noqa: F401
-                            cross_replica_sum, num_replicas, replica_offset)
 
 _POLICIES = {"none": None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -75,9 +71,6 @@ def ema_tau(base_tau, step, total_steps, schedule="constant"):
     progress = ops.cast(step, "float32") / ops.maximum(ops.cast(total_steps, "float32"), 1.0)
     progress = ops.minimum(progress, 1.0)
     return 1.0 - (1.0 - base_tau) * (ops.cos(math.pi * progress) + 1.0) / 2.0
-
-
-_across_workers = across_workers  # the old private name
 
 
 class SSLModel(keras.Model):
@@ -235,12 +228,8 @@ class SSLModel(keras.Model):
             # Stateless draws from (seed, step; TF: and the replica), so a run restored
             # with its step counter draws the same views. The same recipe
             # (data_processing.augment_ops) on both backends, different generators.
-            if keras.backend.backend() == "jax":
-                from models import jax_seam as seam
-            else:
-                seam = tf_seam
-            x1, x2 = seam.device_augmented_views(images, self._augment_params,
-                                                 self.config.seed, self.step_counter)
+            x1, x2 = backends.get().augmented_views(images, self._augment_params,
+                                                    self.config.seed, self.step_counter)
         else:
             if (isinstance(data, (tuple, list)) and len(data) == 2
                     and isinstance(data[0], (tuple, list))):
@@ -265,18 +254,10 @@ class SSLModel(keras.Model):
         return grads
 
     def train_step(self, *args):
-        """One training step, in the order of the module docstring: the
-        GradientTape step under TensorFlow (``train_step(data)``,
-        :func:`models.tf_seam.tf_train_step`), the stateless step under JAX
-        (``train_step(state, data)``, :func:`models.jax_step.jax_train_step`)."""
-        if keras.backend.backend() == "jax":
-            from models.jax_step import jax_train_step
-            return jax_train_step(self, *args)
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError("SSLModel trains under the tensorflow or jax Keras backend. "
-                             f"Received: KERAS_BACKEND={keras.backend.backend()!r}")
-        from models.tf_seam import tf_train_step
-        return tf_train_step(self, *args)
+        """One training step, in the order of the module docstring: the backend's
+        ``train_step`` (:mod:`backends`): ``train_step(data)``, a GradientTape step,
+        under TensorFlow; ``train_step(state, data)``, a stateless step, under JAX."""
+        return backends.get().train_step(self, *args)
 
     def decayed_gradients(self, grads, pairs):
         """Coupled L2 decay (torch SGD ``weight_decay``) for ``sgd``:
@@ -286,7 +267,7 @@ class SSLModel(keras.Model):
         if not uses_coupled_weight_decay(self.config):
             return grads
         scale = ops.cast(self.optimizer.scale_loss(ops.convert_to_tensor(1.0)), "float32")
-        scale = scale / num_replicas()
+        scale = scale / backends.get().num_replicas()
         return [g if wd == 0 else g + ops.cast(wd * scale, g.dtype) * ops.cast(v, g.dtype)
                 for g, (v, wd) in zip(grads, pairs)]
 
@@ -296,8 +277,10 @@ class SSLModel(keras.Model):
         of the global batch (the same on every replica). Returns the logs."""
         self.after_step(outputs)
         self.step_counter.assign_add(1)
-        self.loss_tracker.update_state(cross_replica_sum(loss) / num_replicas())
-        self.z_std_tracker.update_state(normalized_std(cross_replica_gather(outputs["z1"])))
+        backend = backends.get()
+        self.loss_tracker.update_state(backend.cross_replica_sum(loss) / backend.num_replicas())
+        self.z_std_tracker.update_state(
+            normalized_std(backend.cross_replica_gather(outputs["z1"])))
         return {m.name: m.result() for m in self.metrics}
 
     def after_step(self, outputs):

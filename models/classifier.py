@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+import backends
+
 _FORWARD = weakref.WeakKeyDictionary()
 #: Steps of the published probe: 50 epochs x ceil(50,000 / 128) batches.
 OFFICIAL_PROBE_STEPS = 50 * math.ceil(50000 / 128)
@@ -34,17 +36,10 @@ PROTOCOLS = ("auto", "official", "full_batch")
 
 
 def _inference_function(encoder):
-    """One compiled inference function per encoder (no retracing per call): a
-    ``tf.function`` under TensorFlow, ``jax_step.jax_inference`` under JAX."""
+    """One compiled inference function per encoder (the backend's ``inference``), made
+    once, so that no call retraces it."""
     if encoder not in _FORWARD:
-        if keras.backend.backend() == "jax":
-            from models.jax_step import jax_inference
-            _FORWARD[encoder] = jax_inference(encoder)
-        else:
-            import tensorflow as tf
-            _FORWARD[encoder] = tf.function(
-                lambda images: tf.cast(encoder(images, training=False), tf.float32),
-                reduce_retracing=True)
+        _FORWARD[encoder] = backends.get().inference(encoder)
     return _FORWARD[encoder]
 
 
@@ -130,22 +125,14 @@ def topk_accuracy(logits, labels, k):
     return float(np.mean(np.any(topk == np.asarray(labels)[:, None], axis=-1)))
 
 
-def _shuffled_epochs(x, y, batch_size):
-    """``epoch(seed)`` -> the probe's ``(features, labels)`` batches of one epoch, a
-    seeded permutation with the last batch partial. Under TensorFlow tf.data's shuffle
-    of one dataset built once (as before the JAX port), under JAX NumPy's."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        return lambda seed: ds.shuffle(len(x), seed=seed).batch(batch_size).as_numpy_iterator()
-
-    def epoch(seed):
-        order = np.random.default_rng(seed).permutation(len(x))
-        for start in range(0, len(x), batch_size):
-            index = order[start:start + batch_size]
-            yield x[index], y[index]
-
-    return epoch
+def shuffled_batches(x, y, batch_size, seed):
+    """The probe's ``(features, labels)`` batches of one epoch: NumPy's seeded
+    permutation (``default_rng(seed)``), the last batch partial. The same batches on
+    every backend."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        yield x[index], y[index]
 
 
 def _probe_loss(network, features, labels):
@@ -155,28 +142,6 @@ def _probe_loss(network, features, labels):
     loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits,
                                                                  from_logits=True))
     return loss, logits
-
-
-def _probe_functions(network, optimizer):
-    """``(step, predict)`` of the probe: one Adam step on a batch -> ``(loss, logits)``,
-    and the head's logits. ``tf.function`` + GradientTape under TensorFlow; under JAX
-    the jitted stateless step of :func:`models.jax_step.jax_probe_functions`."""
-    if keras.backend.backend() == "jax":
-        from models.jax_step import jax_probe_functions
-        return jax_probe_functions(network, optimizer, _probe_loss)
-    import tensorflow as tf  # TensorFlow seam (docs/backends.md)
-    variables = network.linear.trainable_variables
-
-    @tf.function
-    def step(features, labels):
-        with tf.GradientTape() as tape:
-            loss, logits = _probe_loss(network, features, labels)
-            total = loss + tf.add_n(network.linear.losses) if network.linear.losses else loss
-        grads = tape.gradient(total, variables)
-        optimizer.apply(grads, variables)
-        return loss, logits
-
-    return step, tf.function(network.head)
 
 
 def probe_protocol(protocol, num_train, epochs, batch_size):
@@ -229,13 +194,14 @@ def fit_linear_probe(encoder, train_data, test_data, num_classes, *, epochs=50,
             del seed
             return ((x_train, y_train) for _ in range(repeats))
     else:
-        train_epoch = _shuffled_epochs(x_train, y_train, batch_size)
+        def train_epoch(seed):
+            return shuffled_batches(x_train, y_train, batch_size, seed)
     if verbose:
         print(f"probe: {_describe(protocol, epochs, learning_rate, weight_decay, batch_size)}",
               flush=True)
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(network.linear.trainable_variables)
-    step, predict = _probe_functions(network, optimizer)
+    step, predict = backends.get().probe_functions(network, optimizer, _probe_loss)
     history = {"probe_loss": [], "probe_train_top1": [], "probe_test_top1": [],
                "probe_test_top5": []}
     for epoch in range(epochs):

@@ -18,7 +18,7 @@ one replica), so that the heads see the statistics of the global batch.
 import keras
 from keras import layers
 
-from models.backbones import use_synchronized_bn
+import backends
 
 LINEAR_PREDICTORS = ("linear", "directpred", "directcopy", "directset")
 
@@ -45,7 +45,7 @@ def projector(input_dim, *, hidden_dim=512, output_dim=128, kind="mlp", dtype=No
         inputs = keras.Input((input_dim,), name="features")
         return keras.Model(inputs, layers.Identity(name=f"{name}_identity")(inputs),
                            name=name)
-    synchronized = use_synchronized_bn(synchronized)
+    synchronized = backends.get().use_synchronized_bn(synchronized)
     inputs = keras.Input((input_dim,), name="features")
     x = _hidden_block(inputs, hidden_dim, name, 1, affine=False, dtype=dtype,
                       synchronized=synchronized)
@@ -71,7 +71,7 @@ def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
     inputs = keras.Input((dim,), name="z")
     if kind == "mlp":
         x = _hidden_block(inputs, hidden_dim, name, 1, affine=bn_affine, dtype=dtype,
-                          synchronized=use_synchronized_bn(synchronized))
+                          synchronized=backends.get().use_synchronized_bn(synchronized))
         outputs = layers.Dense(dim, name=f"{name}_out", dtype=dtype)(x)
     elif kind in LINEAR_PREDICTORS:
         outputs = layers.Dense(dim, use_bias=False, name=f"{name}_linear", dtype=dtype)(inputs)

@@ -17,8 +17,9 @@ the "synchronised BN" alternative to MoCo's shuffled per-GPU BN (MoCo v3 uses it
 import keras
 from keras import ops
 
+import backends
 from models import contrastive_losses
-from models.base import SSLModel, cross_replica_gather
+from models.base import SSLModel
 from models.ops_util import l2_normalize
 
 
@@ -50,8 +51,8 @@ class MoCo(SSLModel):
         Alg. 1), then move the key encoder. Each view is gathered on its own, so
         that the queue holds ``[K1; K2]`` of the global batch in the same order on
         any number of replicas."""
-        self.enqueue(ops.concatenate([cross_replica_gather(k) for k in outputs["keys"]],
-                                     axis=0))
+        gather = backends.get().cross_replica_gather
+        self.enqueue(ops.concatenate([gather(k) for k in outputs["keys"]], axis=0))
         self.update_target()
 
     def enqueue(self, keys):

@@ -281,13 +281,6 @@ def _batch_scale(config):
     return 1.0
 
 
-def effective_learning_rate(config):
-    """Base learning rate after the scaling rule: ``learning_rate * batch_size / 256``
-    with ``lr_scaling="linear"`` (Goyal et al. 2017; SimCLR, BYOL, SimSiam), else
-    ``learning_rate``."""
-    return config.learning_rate * _batch_scale(config)
-
-
 def learning_rate_schedule(config, steps_per_epoch=None, multiplier=1.0):
     """The learning rate of an optimizer: a float (``constant``) or a
     :class:`WarmupCosineDecay` over ``epochs_pretraining * steps_per_epoch`` steps.

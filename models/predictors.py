@@ -5,7 +5,7 @@ Convention: ``Wp`` acts on column vectors, ``p = Wp z``. A Keras ``Dense`` kerne
 ``K`` computes ``z @ K``, so ``K = Wp^T`` (the computed ``Wp`` are symmetric).
 
 Under JAX on a GPU float32 matmuls may run as TF32; the JAX train step evaluates
-these functions at the highest matmul precision (``models/jax_step.py``).
+these functions at the highest matmul precision (``backends/jax.py``).
 """
 
 from keras import ops

@@ -21,8 +21,10 @@ The variant is chosen by the :class:`config.Config` fields ``predictor``,
 import keras
 from keras import ops
 
+import backends
 from models import heads, losses, network_constants, predictors
-from models.base import SSLModel, cross_replica_gather
+from models.base import SSLModel
+from models.optimizers import predictor_weight_decay
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -64,9 +66,7 @@ class SiameseNetwork(SSLModel):
         return heads.dense_kernels(self.predictor)[0]
 
     def trainable_with_decay(self):
-        config = self.config
-        pred_wd = (config.weight_decay if config.predictor_weight_decay is None
-                   else config.predictor_weight_decay)
+        pred_wd = predictor_weight_decay(self.config)
         return super().trainable_with_decay() + [
             (v, pred_wd) for v in self.predictor.trainable_variables]
 
@@ -100,7 +100,8 @@ class SiameseNetwork(SSLModel):
         """
         config = self.config
         step = self.step_counter
-        z = cross_replica_gather(ops.concatenate([outputs["z1"], outputs["z2"]], axis=0))
+        z = backends.get().cross_replica_gather(
+            ops.concatenate([outputs["z1"], outputs["z2"]], axis=0))
         corr, mean = predictors.accumulate_correlation(
             self.correlation, z, config.corr_rho, step > 0, center=config.corr_center,
             mean=self.correlation_mean)

@@ -6,8 +6,9 @@ batch is a positive. Training batches must carry labels: ``((x1, x2), labels)``.
 
 import keras
 
+import backends
 from models import contrastive_losses
-from models.base import SSLModel, cross_replica_gather, replica_offset
+from models.base import SSLModel
 
 
 @keras.saving.register_keras_serializable(package="nc_ssl")
@@ -19,7 +20,8 @@ class SupCon(SSLModel):
     def compute_ssl_loss(self, x1, x2, labels=None, training=True):
         z1 = self.project(x1, training=training)
         z2 = self.project(x2, training=training)
+        backend = backends.get()
         loss = contrastive_losses.supcon(
             z1, z2, labels, temperature=self.config.temperature,
-            all_gather=cross_replica_gather, replica_offset=replica_offset(z1))
+            all_gather=backend.cross_replica_gather, replica_offset=backend.replica_offset(z1))
         return loss, {"z1": z1, "z2": z2}

@@ -12,8 +12,9 @@ batch from epoch ``queue_start_epoch`` on (SwAV's small-batch queue).
 import keras
 from keras import layers, ops
 
+import backends
 from models import contrastive_losses
-from models.base import SSLModel, cross_replica_gather, cross_replica_sum, num_replicas
+from models.base import SSLModel
 from models.ops_util import l2_normalize
 
 PROTOTYPES = "prototypes"
@@ -69,12 +70,12 @@ class SwAV(SSLModel):
             kernel = ops.stop_gradient(ops.cast(self.prototype_kernel, "float32"))
             # Row weight 0 keeps an inactive queue out of the Sinkhorn batch; every
             # replica holds the same (gathered) queue, so it counts 1/R per replica.
-            weight = ops.cast(self._queue_active(), "float32") / num_replicas()
+            weight = ops.cast(self._queue_active(), "float32") / backends.get().num_replicas()
             queue_scores = [(ops.matmul(self.queue[i], kernel), weight) for i in range(2)]
         loss = contrastive_losses.swav_loss(
             s1, s2, temperature=config.temperature, epsilon=config.sinkhorn_epsilon,
             iterations=config.sinkhorn_iterations, queue_scores1=queue_scores[0],
-            queue_scores2=queue_scores[1], all_reduce_sum=cross_replica_sum)
+            queue_scores2=queue_scores[1], all_reduce_sum=backends.get().cross_replica_sum)
         return loss, {"z1": z1, "z2": z2, "embeddings": ops.stack([e1, e2])}
 
     def adjust_gradients(self, grads, variables):
@@ -94,7 +95,8 @@ class SwAV(SSLModel):
 
     def enqueue(self, embeddings):
         """Newest embeddings (of the global batch) first, oldest dropped."""
-        embeddings = ops.stack([cross_replica_gather(embeddings[i]) for i in range(2)])
+        gather = backends.get().cross_replica_gather
+        embeddings = ops.stack([gather(embeddings[i]) for i in range(2)])
         size = self.config.queue_size
         n = ops.shape(embeddings)[1]
         merged = ops.concatenate([embeddings, self.queue], axis=1)[:, :size]

@@ -79,7 +79,7 @@ def initial_state(run: Run) -> M.State:
 
 def sample(run: Run):
     """The run's data (``make_gaussian_views``) and its second moments ``(X, X + X')``."""
-    from data_processing.datasets import make_gaussian_views
+    from data_processing.sources import make_gaussian_views
     data_cov = aug_cov = None
     if not run.isotropic:
         data_cov, aug_cov = M.covariances(run.dim, run.sigma2, isotropic=False, seed=run.seed)

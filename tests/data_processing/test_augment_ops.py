@@ -148,7 +148,8 @@ import sys
 import jax
 import keras
 import numpy as np
-from models import build_model, build_optimizer, jax_seam
+from backends import jax as jax_backend
+from models import build_model, build_optimizer
 from tests.models.conftest import tiny_config
 assert keras.backend.backend() == "jax" and "tensorflow" not in sys.modules
 images = INPUTS["images"]
@@ -180,9 +181,9 @@ def labelled(step):
         return model.unpack_batch((images[:4], INPUTS["labels"]))
 x1, x2, labels = jax.jit(labelled)(np.int32(0))
 out["labelled/x1"], out["labelled/x2"], out["labelled/labels"] = x1, x2, labels
-u1, u2 = jax_seam.device_augmentation_uniforms(3, np.int32(0), 4)
+u1, u2 = jax_backend.augmentation_uniforms(3, np.int32(0), 4)
 out["u1"], out["u2"] = u1, u2
-out["u_high_seed"] = jax_seam.device_augmentation_uniforms(2**32 + 3, np.int32(0), 4)[0]
+out["u_high_seed"] = jax_backend.augmentation_uniforms(2**32 + 3, np.int32(0), 4)[0]
 save(**out)
 '''
 

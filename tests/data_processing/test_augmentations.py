@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 from config import Config
+from data_processing import augment_ops as ao
 from data_processing import augmentations as aug
-from data_processing.augmentations import (AugmentParams, augment_batch, eval_transform,
-                                           evaluation_dataset, pretraining_dataset)
+from data_processing.augment_ops import AugmentParams, eval_transform
+from data_processing.augmentations import augment_batch, evaluation_dataset, pretraining_dataset
 from data_processing.datasets import from_arrays
 
 MEAN = np.array(AugmentParams().normalize_mean, np.float32)
@@ -209,20 +210,20 @@ def test_color_jitter_all_24_orders_match_numpy_reference():
     rng = np.random.default_rng(0)
     n = len(orders)
     x = rng.uniform(0, 1, (n, 4, 4, 3)).astype(np.float32)
-    u = rng.uniform(0, 1, (n, aug._NUM_UNIFORMS)).astype(np.float32)
-    u[:, aug._C_JITTER_ON] = 0.1  # applied
-    u[-1, aug._C_JITTER_ON] = 0.9  # not applied: identity
+    u = rng.uniform(0, 1, (n, ao.NUM_UNIFORMS)).astype(np.float32)
+    u[:, ao.C_JITTER_ON] = 0.1  # applied
+    u[-1, ao.C_JITTER_ON] = 0.9  # not applied: identity
     expected = []
     for i, order in enumerate(orders):
         keys = np.empty(4)
         keys[list(order)] = (np.arange(4) + 0.5) / 4  # op order[k] gets the k-th smallest key
-        u[i, aug._C_ORDER:aug._C_ORDER + 4] = keys
-        f = u[i, aug._C_FACTORS:aug._C_FACTORS + 4]
+        u[i, ao.C_ORDER:ao.C_ORDER + 4] = keys
+        f = u[i, ao.C_FACTORS:ao.C_FACTORS + 4]
         factors = [1 - v + 2 * v * fi for v, fi in zip(jitter[:3], f[:3])] + [
             -jitter[3] + 2 * jitter[3] * f[3]]
         expected.append(np_color_jitter(x[i], factors, order) if i < n - 1 else x[i])
     for xla in (True, False):
-        fn = tf.function(lambda x, u: aug._color_jitter(x, u, p), jit_compile=xla)
+        fn = tf.function(lambda x, u: ao.color_jitter(x, u, p), jit_compile=xla)
         out = fn(tf.constant(x), tf.constant(u)).numpy()
         np.testing.assert_allclose(out, np.stack(expected), atol=2e-4)
 
@@ -232,11 +233,11 @@ def test_jitter_order_is_random_per_image():
     # kicks in; check that both orders occur by comparing against the two NumPy orders.
     x = np.random.default_rng(2).uniform(0.3, 1.0, (64, 4, 4, 3)).astype(np.float32)
     p = AugmentParams(image_size=4, jitter=(0.8, 0.8, 0.0, 0.0), jitter_prob=1.0)
-    u = np.random.default_rng(3).uniform(0, 1, (64, aug._NUM_UNIFORMS)).astype(np.float32)
-    out = aug._color_jitter(tf.constant(x), tf.constant(u), p).numpy()
+    u = np.random.default_rng(3).uniform(0, 1, (64, ao.NUM_UNIFORMS)).astype(np.float32)
+    out = ao.color_jitter(tf.constant(x), tf.constant(u), p).numpy()
     which = []
     for i in range(64):
-        f = 0.2 + 1.6 * u[i, aug._C_FACTORS:aug._C_FACTORS + 2]
+        f = 0.2 + 1.6 * u[i, ao.C_FACTORS:ao.C_FACTORS + 2]
         bc = np_color_jitter(x[i], [f[0], f[1], 1, 0], [0, 1])
         cb = np_color_jitter(x[i], [f[0], f[1], 1, 0], [1, 0])
         err_bc, err_cb = np.abs(out[i] - bc).max(), np.abs(out[i] - cb).max()
@@ -250,7 +251,7 @@ def test_hue_shift_matches_colorsys():
     x = np.random.default_rng(4).uniform(0, 1, (3, 5, 5, 3)).astype(np.float32)
     x[0, 0, 0] = [0.5, 0.5, 0.5]  # gray pixel: unchanged
     deltas = np.array([0.1, -0.3, 0.45], np.float32)
-    out = aug._hue_shift(tf.constant(x), tf.constant(deltas)).numpy()
+    out = ao.hue_shift(tf.constant(x), tf.constant(deltas)).numpy()
     expected = np.stack([np_hue(x[i], deltas[i]) for i in range(3)])
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -291,7 +292,7 @@ def test_stateful_calls_differ_and_work_inside_tf_function():
     s = tf.constant([5, 6], tf.int64)
     np.testing.assert_array_equal(step(x, s).numpy(), step(x, s).numpy())
     # XLA-staged and plain graphs compute the same function.
-    plain = aug._augment_from_uniforms(x, aug._uniforms(8, s), p).numpy()
+    plain = ao.augment_from_uniforms(x, aug._uniforms(8, s), p).numpy()
     np.testing.assert_allclose(step(x, s).numpy(), plain, atol=1e-4)
 
 

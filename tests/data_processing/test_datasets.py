@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from config import Config
-from data_processing import datasets
+from data_processing import datasets, sources
 from data_processing.datasets import ImageDataset, load_dataset, load_dataset_from_config
 
 COLOURS = {"ant": (230, 20, 20), "bee": (20, 230, 20), "cat": (20, 20, 230)}
@@ -46,7 +46,7 @@ def test_synthetic_shapes_determinism_and_limits():
 
 def test_synthetic_defaults():
     data = load_dataset("synthetic", max_test_examples=10)
-    assert data.image_size == 32 and data.num_train == datasets.SYNTHETIC_TRAIN
+    assert data.image_size == 32 and data.num_train == sources.SYNTHETIC_TRAIN
     assert data.num_test == 10
 
 
@@ -79,12 +79,12 @@ def test_load_dataset_from_config_passes_fields():
 
 
 def test_subset_indices_is_a_seeded_permutation_prefix():
-    idx = datasets.subset_indices(100, 30, seed=3)
+    idx = sources.subset_indices(100, 30, seed=3)
     assert len(idx) == 30 and len(set(idx)) == 30 and np.all(np.diff(idx) > 0)
-    np.testing.assert_array_equal(idx, datasets.subset_indices(100, 30, seed=3))
-    assert not np.array_equal(idx, datasets.subset_indices(100, 30, seed=4))
-    np.testing.assert_array_equal(datasets.subset_indices(10, None, 0), np.arange(10))
-    np.testing.assert_array_equal(datasets.subset_indices(10, 50, 0), np.arange(10))
+    np.testing.assert_array_equal(idx, sources.subset_indices(100, 30, seed=3))
+    assert not np.array_equal(idx, sources.subset_indices(100, 30, seed=4))
+    np.testing.assert_array_equal(sources.subset_indices(10, None, 0), np.arange(10))
+    np.testing.assert_array_equal(sources.subset_indices(10, 50, 0), np.arange(10))
 
 
 # ---------------------------------------------------------------------------

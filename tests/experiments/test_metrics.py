@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from experiments.metrics import (knn_accuracy, knn_predict, normalized_std,
-                                 normalized_std_np)
+from experiments.metrics import knn_accuracy, knn_predict
 
 tf = pytest.importorskip("tensorflow")
 
@@ -22,44 +21,6 @@ def _reference_knn(train, labels, test, num_classes, k, temperature):
             scores[labels[j]] += np.exp(sim[j] / temperature)
         out.append(int(np.argmax(scores)))
     return np.array(out)
-
-
-# ---------------------------------------------------------------------------
-# normalized_std
-# ---------------------------------------------------------------------------
-
-def test_normalized_std_collapsed_is_zero():
-    z = np.tile(np.array([[0.3, -1.2, 2.0, 0.5]]), (16, 1))
-    assert normalized_std_np(z) == pytest.approx(0.0, abs=1e-12)
-    # Same direction, different norms: still collapsed after normalisation.
-    assert normalized_std_np(z * np.arange(1, 17)[:, None]) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_normalized_std_isotropic_gaussian():
-    d = 16
-    z = np.random.default_rng(0).standard_normal((4000, d))
-    assert normalized_std_np(z) == pytest.approx(1 / np.sqrt(d), rel=0.02)
-
-
-def test_normalized_std_against_manual_formula():
-    z = np.random.default_rng(1).standard_normal((7, 5)) + 1.0
-    u = z / np.sqrt((z ** 2).sum(axis=1))[:, None]
-    mean = u.mean(axis=0)
-    expected = np.mean(np.sqrt(((u - mean) ** 2).mean(axis=0)))
-    assert normalized_std_np(z) == pytest.approx(expected, rel=1e-12)
-    with pytest.raises(ValueError, match=r"\(5,\)"):
-        normalized_std_np(np.ones(5))
-
-
-def test_normalized_std_tf_matches_numpy_and_traces():
-    z = np.random.default_rng(2).standard_normal((32, 8)).astype(np.float32)
-    expected = normalized_std_np(z)
-    eager = normalized_std(z)
-    assert eager.dtype == tf.float32
-    assert float(eager) == pytest.approx(expected, rel=1e-5)
-    traced = tf.function(normalized_std)(tf.constant(z))
-    assert float(traced) == pytest.approx(expected, rel=1e-5)
-    assert float(normalized_std(np.tile(z[:1], (4, 1)))) == pytest.approx(0.0, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------

@@ -10,9 +10,14 @@ import pytest  # noqa: E402
 
 from experiments.eigenspace import eigen_metrics  # noqa: E402
 from experiments.visualisation import (plot_bar_chart, plot_eigenspace,  # noqa: E402
-                                       plot_training_curves)
+                                       save_figure, training_curves_figure)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def plot_training_curves(pretrain, path, title=None, probe=None):
+    """The training-curves PNG at ``path`` (what a run draws from history.csv)."""
+    return save_figure(training_curves_figure(pretrain, probe, title), path)
 
 
 @pytest.fixture(autouse=True)

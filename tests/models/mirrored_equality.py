@@ -107,7 +107,7 @@ def _replica_mismatches(strategy, variables):
 
 def run_case(case, strategy):
     import keras
-    from models import backbones, heads
+    from backends import tensorflow as tensorflow_backend
     from tests.models.conftest import tiny_config
 
     started = time.time()
@@ -121,9 +121,8 @@ def run_case(case, strategy):
     single_logs = _fit(single, data)
 
     synchronized = case != "byol_unsynchronized_bn"
-    with mock.patch.object(backbones, "use_synchronized_bn", lambda s=None: synchronized), \
-            mock.patch.object(heads, "use_synchronized_bn", lambda s=None: synchronized), \
-            strategy.scope():
+    with mock.patch.object(tensorflow_backend, "use_synchronized_bn",
+                           lambda s=None: synchronized), strategy.scope():
         keras.utils.set_random_seed(0)
         mirrored = _build(config, initial)
     mirrored_logs = _fit(mirrored, data)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import config as config_lib
 import train
-from models import SiameseNetwork, build_optimizer
+from models import SiameseNetwork, build_optimizer, resnet18, resnet34
 from models import backbones
 from tests.models.conftest import tiny_config
 
@@ -203,3 +203,38 @@ def test_keras_application_encoder_round_trips_on_its_own(tmp_path):
     loaded = keras.models.load_model(str(tmp_path / "encoder.keras"))
     assert all(l.synchronized for l in bn_layers(loaded))
     np.testing.assert_allclose(loaded(x).numpy(), encoder(x).numpy(), atol=1e-5)
+
+
+def test_cifar_resnet18_shapes_and_published_size():
+    encoder = resnet18(image_size=32)
+    assert encoder.output.shape[-1] == 512
+    # 11.17M parameters for the CIFAR ResNet-18 encoder (3x3 stem, no fc).
+    assert 11.1e6 < encoder.count_params() < 11.25e6
+    assert not any(isinstance(l, keras.layers.MaxPooling2D) for l in encoder.layers)
+
+
+def test_imagenet_stem_and_width_multiplier():
+    encoder = resnet18(image_size=96, stem="imagenet", width=0.25)
+    assert encoder.output.shape[-1] == 128
+    assert any(isinstance(l, keras.layers.MaxPooling2D) for l in encoder.layers)
+    assert encoder(np.zeros((2, 96, 96, 3), "float32")).shape == (2, 128)
+    assert resnet34(image_size=8, width=0.0625).output.shape[-1] == 32
+
+
+@pytest.mark.parametrize("kwargs", [dict(stem="vgg"), dict(width=0)])
+def test_bad_resnet_arguments(kwargs):
+    with pytest.raises(ValueError):
+        resnet18(image_size=8, **kwargs)
+
+
+def test_encoder_weights_round_trip(tmp_path):
+    encoder = resnet18(image_size=8, width=0.0625)
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    path = str(tmp_path / "encoder.weights.h5")
+    encoder.save_weights(path)
+    other = resnet18(image_size=8, width=0.0625)
+    other.load_weights(path)
+    np.testing.assert_allclose(other(x).numpy(), encoder(x).numpy(), atol=1e-6)
+    encoder.save(str(tmp_path / "encoder.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "encoder.keras"))
+    np.testing.assert_allclose(loaded(x).numpy(), encoder(x).numpy(), atol=1e-6)

@@ -261,8 +261,11 @@ def test_schedule_from_config_and_scaling_rule():
     c = config(lr_schedule="warmup_cosine", learning_rate=0.2, warmup_epochs=2,
                warmup_lr=0.02, final_lr=0.002, epochs_pretraining=10, batch_size=512,
                lr_scaling="linear")
-    assert opt.effective_learning_rate(c) == pytest.approx(0.4)
-    assert opt.effective_learning_rate(c.replace(lr_scaling="none")) == pytest.approx(0.2)
+    # The base rate after the scaling rule: learning_rate * batch_size / 256 under
+    # lr_scaling="linear" (Goyal et al. 2017; SimCLR, BYOL, SimSiam), else learning_rate.
+    constant = config(learning_rate=0.2, batch_size=512, lr_scaling="linear")
+    assert opt.learning_rate_schedule(constant) == pytest.approx(0.4)
+    assert opt.learning_rate_schedule(constant.replace(lr_scaling="none")) == pytest.approx(0.2)
     schedule = opt.learning_rate_schedule(c, steps_per_epoch=5)
     assert isinstance(schedule, opt.WarmupCosineDecay)
     assert (schedule.total_steps, schedule.warmup_steps) == (50, 10)

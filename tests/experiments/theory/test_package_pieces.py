@@ -83,7 +83,8 @@ def test_identity_projector():
 
 
 def test_gaussian_views_moments_seed_and_errors():
-    from data_processing.datasets import load_dataset, make_gaussian_views
+    from data_processing.datasets import load_dataset
+    from data_processing.sources import make_gaussian_views
     x1, x2 = make_gaussian_views(200_000, 3, seed=1, sigma2=0.5)
     assert x1.shape == (200_000, 3) and x1.dtype == np.float32
     np.testing.assert_allclose(x1.T @ x1 / len(x1), 1.5 * np.eye(3), atol=0.02)

@@ -1,14 +1,18 @@
-"""The JAX train step of :class:`models.base.SSLModel` (Keras 3's stateless API).
+"""The JAX backend: Keras 3's stateless API, ``jax.jit``, one device, in-memory arrays.
 
-Keras's JAX trainer calls ``model.train_step(state, data)`` inside ``jax.jit``
-with ``state = (trainable, non_trainable, optimizer, metrics)`` values and the
-model's variables purged; the step returns ``(logs, new_state)``. This step does
-what :func:`models.tf_seam.tf_train_step` does, in the same order:
+The functions :mod:`backends` lists; TensorFlow is never imported. A run uses one
+device (the replica helpers are identities) and the uint8 arrays of
+:mod:`data_processing.arrays` (tfds and ``tf.distribute`` are TensorFlow).
+
+The train step (Keras's JAX trainer calls ``model.train_step(state, data)`` inside
+``jax.jit`` with ``state = (trainable, non_trainable, optimizer, metrics)`` values and
+the model's variables purged; it returns ``(logs, new_state)``) does what
+:func:`backends.tensorflow.train_step` does, in the same order:
 
 0. the views (:meth:`~models.base.SSLModel.unpack_batch`; with
    ``augment_on="device"`` two augmentations of the raw batch drawn from (seed,
-   step counter), :func:`models.jax_seam.device_augmented_views`) in a
-   ``StatelessScope`` over the state, where the counter reads its state value;
+   step counter), :func:`augmented_views`) in a ``StatelessScope`` over the state,
+   where the counter reads its state value;
 1. forward and loss under ``jax.value_and_grad`` of a stateless call
    (:meth:`~models.base.SSLModel.compute_ssl_loss` in a ``StatelessScope`` over
    the whole state): the loss, the outputs, the new non-trainable values (BN
@@ -26,10 +30,102 @@ Why the after-step updates are not in the forward: under JAX an assignment to a
 *trainable* variable inside the differentiated function is dropped (only
 non-trainable updates come back from the stateless call); here every variable
 is mapped in step 4's scope, so every assignment there is kept.
+
+Device-side augmentation draws the per-image uniforms of a step's two views from a
+JAX key that is a function of (``config.seed``, step counter) only, as
+:func:`backends.tensorflow.augmentation_seeds` does, so a resumed run draws the views
+the uninterrupted run would have drawn. The two backends use different generators:
+the same (seed, step) gives different views, from the same distribution.
 """
+
+import contextlib
 
 import jax
 import keras
+
+from data_processing import augment_ops
+# The in-memory input: generators of NumPy batches.
+from data_processing.arrays import (evaluation_dataset, pretraining_dataset,  # noqa: F401
+                                    probe_images)
+from data_processing.arrays import load_dataset_from_config as load_dataset  # noqa: F401
+
+#: Keras's TensorBoard callback writes with ``tf.summary`` (TensorFlow).
+WRITES_TENSORBOARD = False
+
+
+# ---------------------------------------------------------------------------
+# Replicas: one device per process.
+# ---------------------------------------------------------------------------
+
+def cross_replica_gather(x):
+    """``x`` (one device: the global batch)."""
+    return x
+
+
+def cross_replica_sum(x):
+    """``x`` (one device)."""
+    return x
+
+
+def replica_offset(x):
+    """0: the only replica's batch starts the global batch."""
+    del x
+    return 0
+
+
+def num_replicas():
+    """1: one device per process."""
+    return 1
+
+
+def across_workers():
+    """False: one process."""
+    return False
+
+
+def use_synchronized_bn(synchronized=None):
+    """``synchronized`` as a bool (``None``: False, one replica)."""
+    return bool(synchronized)
+
+
+# ---------------------------------------------------------------------------
+# Device-side augmentation (augment_on="device").
+# ---------------------------------------------------------------------------
+
+def augmentation_uniforms(seed, step_counter, batch):
+    """The uniforms ``(u1, u2)``, each float32 [batch, augment_ops.NUM_UNIFORMS], of
+    the two views of step ``step_counter``: ``uniform(fold_in(fold_in(key(seed),
+    step), view))``. ``seed``: a Python int (its 64 bits: the high word is folded in,
+    ``jax.random.key`` alone keeps 32 without x64); ``step_counter``: an int scalar
+    (traced inside the jitted step)."""
+    seed = int(seed)
+    key = jax.random.fold_in(jax.random.key(seed & 0xFFFFFFFF), (seed >> 32) & 0xFFFFFFFF)
+    step = keras.ops.convert_to_tensor(step_counter)
+    key = jax.random.fold_in(key, step.astype("uint32"))
+    shape = (int(batch), augment_ops.NUM_UNIFORMS)
+    return tuple(jax.random.uniform(jax.random.fold_in(key, view), shape, dtype="float32")
+                 for view in (0, 1))
+
+
+def augmented_views(images, params, seed, step_counter):
+    """The two augmented views of the raw ``images`` (uint8 [B, H, W, 3]) at step
+    ``step_counter``: :func:`data_processing.augment_ops.augment_from_uniforms` of
+    :func:`augmentation_uniforms`."""
+    images = keras.ops.convert_to_tensor(images)
+    u1, u2 = augmentation_uniforms(seed, step_counter, images.shape[0])
+    return (augment_ops.augment_from_uniforms(images, u1, params),
+            augment_ops.augment_from_uniforms(images, u2, params))
+
+
+# ---------------------------------------------------------------------------
+# Steps.
+# ---------------------------------------------------------------------------
+
+def trained_variables(model):
+    """The variables in the order :func:`train_step` passes them to the optimizer:
+    ``model.trainable_variables`` (Keras's JAX trainer's state)."""
+    return model.trainable_variables
+
 
 
 def _mapped(variables, values):
@@ -45,7 +141,7 @@ def _collect(scope, variables, values):
     return out
 
 
-def jax_train_step(model, state, data):
+def train_step(model, state, data):
     """One stateless training step: ``(logs, new_state)`` (see the module docstring)."""
     trainable, non_trainable, optimizer_values, metrics_values = state
     trainable_vars = model.trainable_variables
@@ -121,7 +217,7 @@ def jax_train_step(model, state, data):
     return logs, new_state
 
 
-def jax_inference(model):
+def inference(model):
     """``images -> float32 outputs`` of ``model`` in inference mode, jitted once over
     the model's current variable values (read at each call, so later weight
     changes are seen)."""
@@ -138,7 +234,7 @@ def jax_inference(model):
     return call
 
 
-def jax_probe_functions(network, optimizer, loss_fn):
+def probe_functions(network, optimizer, loss_fn):
     """The linear probe's ``(step, predict)`` under JAX (what ``tf.function`` +
     GradientTape do under TensorFlow): ``loss_fn(network, features, labels) ->
     (loss, logits)``; the step adds ``network.linear.losses`` (the coupled L2) and
@@ -174,3 +270,54 @@ def jax_probe_functions(network, optimizer, loss_fn):
             return network.head(features)
 
     return step, lambda features: jitted_predict([v.value for v in variables], features)
+
+
+# ---------------------------------------------------------------------------
+# A run's input and devices: in-memory arrays on one device.
+# ---------------------------------------------------------------------------
+
+def check_run(config):
+    """What a run needs of JAX, checked before anything is touched: one device and a
+    dataset of :mod:`data_processing.arrays` (tfds and ``tf.distribute`` are TensorFlow)."""
+    from data_processing.arrays import NAMES
+    if config.strategy != "default":
+        raise ValueError(f"strategy={config.strategy!r} is tf.distribute (TensorFlow); "
+                         "under KERAS_BACKEND=jax only 'default' (one device). "
+                         f"Received: strategy={config.strategy!r}")
+    if config.dataset not in NAMES:
+        raise ValueError(f"dataset={config.dataset!r} is read with tensorflow-datasets; "
+                         f"under KERAS_BACKEND=jax use one of {list(NAMES)} (a local copy "
+                         f"as --dataset folder --data_dir ROOT). Received: "
+                         f"dataset={config.dataset!r}")
+
+
+class OneDevice:
+    """The strategy of a JAX run: one device, no replicas (``tf.distribute`` is TF)."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def distribute_dataset(dataset, strategy):
+    """``dataset`` (one device)."""
+    del strategy
+    return dataset
+
+
+def make_strategy(name="default"):
+    """:class:`OneDevice` (:func:`check_run` refuses any other strategy)."""
+    del name
+    return OneDevice()
+
+
+def is_chief(strategy=None):
+    """True: one process writes the results folder."""
+    del strategy
+    return True
+
+
+def jit(fn):
+    """``fn`` compiled by XLA (``jax.jit``)."""
+    return jax.jit(fn)
