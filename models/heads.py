@@ -19,8 +19,11 @@ import keras
 from keras import layers
 
 import backends
+from config.methods import COMPUTED_PREDICTORS
 
-LINEAR_PREDICTORS = ("linear", "directpred", "directcopy", "directset")
+#: One square bias-free Dense: trained (``linear``) or set from F (every computed predictor
+#: that ``config.methods.PREDICTOR_SPECS`` declares).
+LINEAR_PREDICTORS = ("linear", *COMPUTED_PREDICTORS)
 
 
 def _hidden_block(x, units, prefix, index, affine, dtype, synchronized):
@@ -79,7 +82,7 @@ def predictor(dim, *, hidden_dim=512, kind="mlp", dtype=None, name="predictor",
         raise ValueError(f"Unknown predictor {kind!r}. "
                          f"Valid: {['mlp', *LINEAR_PREDICTORS]}")
     model = keras.Model(inputs, outputs, name=name)
-    if kind in LINEAR_PREDICTORS[1:]:  # computed from F
+    if kind in COMPUTED_PREDICTORS:
         model.trainable = bool(trainable)
     return model
 

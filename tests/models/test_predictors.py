@@ -101,3 +101,9 @@ def test_symmetrize_linear_and_two_layer():
     n1, n2 = symmetrize_two_layer(k1, k2)
     np.testing.assert_allclose(n1.numpy(), (k1 + k2.T) / 2, rtol=1e-6)
     np.testing.assert_allclose(n2.numpy(), n1.numpy().T)
+
+
+def test_every_computed_predictor_the_config_declares_has_one_rule():
+    from config.methods import COMPUTED_PREDICTORS
+    from models.predictors import PREDICTOR_RULES
+    assert sorted(PREDICTOR_RULES) == sorted(COMPUTED_PREDICTORS)
