@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import backends
 from experiments import protocols
 from tests.models.jax_subprocess import ROOT, jax_available, run_jax_worker
 from tests.test_cli import tree_digest as digest
@@ -110,14 +111,14 @@ def test_load_encoder_equals_the_training_time_encoder_and_its_export(run_dir, t
 
     import models  # noqa: F401
     from experiments import export_encoder, load_encoder
-    from experiments.training import RunDirectory, _backend_input, read_run
+    from experiments.training import RunDirectory, read_run
     from models.classifier import extract_features
     images, labels = raw_split(run_dir, "test")
     config = read_run(run_dir)[1]
     saved = keras.models.load_model(RunDirectory.from_path(run_dir).encoder_model)
-    source = _backend_input()
-    expected, _ = extract_features(saved, source.evaluation(
-        source.load(config).test, config))  # the probe's features, normalised in the pipeline
+    backend = backends.get()
+    expected, _ = extract_features(saved, backend.evaluation_dataset(
+        backend.load_dataset(config).test, config))  # the probe's features, normalised in the pipeline
     encoder = load_encoder(run_dir)
     assert not encoder.trainable_weights  # frozen
     for batch in (images, images.astype("float32"), images[:1]):
@@ -261,9 +262,9 @@ def test_finetuning_trains_the_encoder_and_beats_the_frozen_probe(run_dir, tmp_p
     config = read_run(run)[1]
     encoder = _saved_encoder(run, config)
     before = [np.array(w) for w in encoder.get_layer(conv_name).get_weights()]
-    train = protocols._arrays(protocols._backend_input().load(
+    train = protocols._arrays(backends.get().load_dataset(
         protocols.evaluation_config(config, "folder", folder)).train)
-    test = protocols._arrays(protocols._backend_input().load(
+    test = protocols._arrays(backends.get().load_dataset(
         protocols.evaluation_config(config, "folder", folder)).test)
     model, result = protocols.finetune(encoder, config, train, test, 2, epochs=8,
                                        batch_size=16, learning_rate=0.1, seed=0)
