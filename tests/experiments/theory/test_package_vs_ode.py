@@ -1,6 +1,7 @@
 """The package's own SiameseNetwork train step against the linear ODE (paper Sec. 2-3),
 at a small size, and reproduce_theory.py --smoke end to end."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,21 +16,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 
-@pytest.mark.parametrize("run", [
-    P.Run("t_simsiam", "simsiam", eta=0.05, steps=300, dim=3, lr=0.01, batch_size=512,
-          num_examples=16384, record_every=50),
-    P.Run("t_byol", "byol", eta=0.3, beta=2.0, alpha_p=2.0, steps=300, dim=3, lr=0.01,
-          batch_size=512, num_examples=16384, record_every=50, isotropic=False),
-], ids=lambda r: r.name)
-def test_package_follows_the_ode(run):
+def _other_weight_decay(run):
+    return {"eta": run.eta * 3 + 0.1}
+
+
+def _other_alpha(run):
+    return {"set_alpha": run.set_alpha * 4}
+
+
+@pytest.mark.parametrize("run, other", [
+    (P.Run("t_simsiam", "simsiam", eta=0.05, steps=300, dim=3, lr=0.01, batch_size=512,
+           num_examples=16384, record_every=50), _other_weight_decay),
+    (P.Run("t_byol", "byol", eta=0.3, beta=2.0, alpha_p=2.0, steps=300, dim=3, lr=0.01,
+           batch_size=512, num_examples=16384, record_every=50, isotropic=False),
+     _other_weight_decay),
+    # The successors (docs/successors.md): DirectSet(1) with EMA, IsoLoss on DirectSet(1/2).
+    (P.Run("t_directset", "directset", eta=0.05, beta=1.0, set_alpha=1.0, eps=0.25, steps=300,
+           dim=3, lr=0.005, batch_size=1024, num_examples=16384, record_every=50,
+           corr_rho=0.7), _other_alpha),
+    (P.Run("t_isoloss", "directset", eta=0.02, set_alpha=0.5, eps=0.0, isoloss=True,
+           steps=300, dim=3, lr=0.005, batch_size=1024, num_examples=16384, record_every=50,
+           corr_rho=0.7), _other_alpha),
+], ids=lambda r: getattr(r, "name", None))
+def test_package_follows_the_ode(run, other):
     data, X, Xt = P.sample(run)
     _, pkg = P.run_package(run, data, Xt)
     ode = P.run_ode(run, X, Xt)
     dev, _ = P.deviation(pkg, ode, X)
     assert dev < P.TOLERANCE
     assert P.outcome(pkg, X) == P.outcome(ode, X)
-    # The comparison can fail: the ODE of another weight decay is far off.
-    wrong = P.run_ode(P.Run(**{**run.__dict__, "eta": run.eta * 3 + 0.1}), X, Xt)
+    # The comparison can fail: the ODE of another weight decay (or alpha) is far off.
+    wrong = P.run_ode(dataclasses.replace(run, **other(run)), X, Xt)
     assert P.deviation(pkg, wrong, X)[0] > 2 * P.TOLERANCE
     # The weights moved (not a trivially passing comparison).
     assert np.linalg.norm(pkg[-1].W - pkg[0].W) > 0.05 * np.linalg.norm(pkg[0].W)

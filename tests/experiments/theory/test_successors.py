@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from experiments.theory import matrix as M
-from experiments.theory import package_run as P
 from experiments.theory import successors as S
 
 
@@ -57,23 +56,3 @@ def test_predicted_shares_match_the_integrated_flow_and_claims_hold():
     exact = {"successors_mode_rhs_fd", "successors_decoupling",
              "isoloss_eigenvalue_rate_multiplier", "isoloss_recruits_small_modes_faster"}
     assert all(c["holds"] for c in claims if c["id"] in exact)
-
-
-@pytest.mark.parametrize("run", [
-    P.Run("t_directset", "directset", eta=0.05, beta=1.0, set_alpha=1.0, eps=0.25, steps=300,
-          dim=3, lr=0.005, batch_size=1024, num_examples=16384, record_every=50,
-          corr_rho=0.7),
-    P.Run("t_isoloss", "directset", eta=0.02, set_alpha=0.5, eps=0.0, isoloss=True,
-          steps=300, dim=3, lr=0.005, batch_size=1024, num_examples=16384, record_every=50,
-          corr_rho=0.7),
-], ids=lambda r: r.name)
-def test_package_follows_the_ode_with_directset_and_isoloss(run):
-    data, X, Xt = P.sample(run)
-    _, pkg = P.run_package(run, data, Xt)
-    ode = P.run_ode(run, X, Xt)
-    dev, _ = P.deviation(pkg, ode, X)
-    assert dev < P.TOLERANCE
-    assert P.outcome(pkg, X) == P.outcome(ode, X)
-    # It can fail: the ODE of another alpha is far off.
-    wrong = P.run_ode(dataclasses.replace(run, set_alpha=run.set_alpha * 4), X, Xt)
-    assert P.deviation(pkg, wrong, X)[0] > 2 * P.TOLERANCE
