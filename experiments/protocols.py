@@ -33,7 +33,8 @@ import numpy as np
 from experiments import safe_io
 from experiments.metrics import knn_scores
 from experiments.pretrained import _saved_encoder, encoder_at_size
-from experiments.training import RunDirectory, check_backend, read_run
+from experiments.run_folder import RunDirectory, read_run
+from experiments.training import check_backend
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
 
 PROTOCOLS = ("linear", "knn", "finetune")
