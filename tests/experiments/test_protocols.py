@@ -117,8 +117,9 @@ def test_load_encoder_equals_the_training_time_encoder_and_its_export(run_dir, t
     config = read_run(run_dir)[1]
     saved = keras.models.load_model(RunDirectory.from_path(run_dir).encoder_model)
     backend = backends.get()
+    # the probe's features, normalised in the pipeline
     expected, _ = extract_features(saved, backend.evaluation_dataset(
-        backend.load_dataset(config).test, config))  # the probe's features, normalised in the pipeline
+        backend.load_dataset(config).test, config))
     encoder = load_encoder(run_dir)
     assert not encoder.trainable_weights  # frozen
     for batch in (images, images.astype("float32"), images[:1]):
