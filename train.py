@@ -18,7 +18,7 @@ import sys
 from absl import flags
 
 import config as config_lib
-from experiments import console
+from experiments import console, run_folder
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", None, sorted(config_lib.MODELS),
@@ -200,43 +200,30 @@ def make_config(values):
 
 def resume_config(run_dir, values):
     """``--resume``: the run's saved config.json, with the flags given (``values``, None
-    = not given) checked against it: a flag that disagrees is refused, naming it,
-    except the probe's options of a run that is not complete."""
-    path = os.path.join(run_dir, "config.json")
-    try:
-        with open(path) as f:
-            saved = config_lib.Config.from_json(f.read())
-        with open(os.path.join(run_dir, "run.json")) as f:
-            status = json.load(f).get("status")
-    except FileNotFoundError:
-        raise ValueError(f"Nothing to resume at {run_dir!r} (no config.json); start it "
-                         "without --resume.") from None
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"Cannot read the config of {run_dir!r}: {error}") from None
-    disagree, probe = [], {}
+    = not given) checked against it by :func:`experiments.run_folder.resumed_config`: a
+    flag that disagrees is refused, naming it, except the probe's options of a run that
+    is not complete."""
+    given = []  # (flag as typed, field, value, what the saved value is called)
     if values.get("model") or values.get("config"):
-        asked = config_lib.get_config(factory_name(values)).name
-        if asked != saved.name:
-            flag = "--config" if values.get("config") else "--model"
-            disagree.append(f"{flag}={values.get('config') or values['model']} "
-                            f"(saved factory {saved.name!r})")
-    given = [(f"--{flag}", FIELD_OF_FLAG.get(flag, flag), values[flag]) for flag in OVERRIDES
-             if values.get(flag) is not None]
-    given += [(f"--set {field}", field, value) for field, value in set_changes(values).items()]
-    for flag, field, value in given:
-        if getattr(saved, field) == value:
-            continue
-        if field in config_lib.PROBE_FIELDS and status != "complete":
-            probe[field] = value
-        else:
-            disagree.append(f"{flag}={value} (saved {getattr(saved, field)!r})")
-    if values.get("one_layer_predictor") and saved.predictor != "linear":
-        disagree.append(f"--one_layer_predictor (saved predictor {saved.predictor!r})")
+        flag = "--config" if values.get("config") else "--model"
+        given.append((f"{flag}={values.get('config') or values['model']}", "name",
+                      config_lib.get_config(factory_name(values)).name, "factory "))
+    given += [(f"--{flag}={values[flag]}", FIELD_OF_FLAG.get(flag, flag), values[flag], "")
+              for flag in OVERRIDES if values.get(flag) is not None]
+    given += [(f"--set {field}={value}", field, value, "")
+              for field, value in set_changes(values).items()]
+    if values.get("one_layer_predictor"):
+        given.append(("--one_layer_predictor", "predictor", "linear", "predictor "))
+    _, config, refused = run_folder.resumed_config(
+        run_dir, [(field, value) for _, field, value, _ in given])
+    refused = [(field, new) for field, _, new in refused]
+    disagree = [f"{flag} (saved {label}{getattr(config, field)!r})"
+                for flag, field, value, label in given if (field, value) in refused]
     if disagree:
         raise ValueError(f"--resume continues {run_dir!r} as saved in its config.json; "
                          f"these flags disagree with it: {', '.join(disagree)}. Drop them "
                          "(or start a new run).")
-    return saved.replace(**probe) if probe else saved
+    return config
 
 
 def _interrupted(run_dir, name, results_dir):

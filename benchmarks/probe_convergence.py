@@ -35,7 +35,7 @@ def main(argv):
 
     import backends
     import models  # noqa: F401  registers the saved classes
-    from experiments.training import RunDirectory, read_run
+    from experiments.run_folder import RunDirectory, read_run
     from models.classifier import extract_features, fit_linear_probe
     from tests.models.test_probe_convergence import reference_top1
 

@@ -10,8 +10,8 @@ The same datasets, checks and batch semantics as the tf.data pipeline
 * :func:`pretraining_dataset`: the batches of epochs ``epoch .. stop_epoch - 1``
   back to back, each a function of (seed, epoch, step): the order of epoch e is a
   permutation seeded by (seed, e) and host-side views use uniforms seeded by
-  (seed, e, s). The draws are NumPy's, so a JAX run sees other (equally seeded)
-  batches than a TensorFlow run of the same config.
+  (seed, e, s) (:func:`sources.numpy_seeds`). The draws are NumPy's, so a JAX run sees
+  other (equally seeded) batches than a TensorFlow run of the same config.
 * :func:`evaluation_dataset`: ``(eval_transform(images), labels)`` batches in order.
 """
 
@@ -210,13 +210,14 @@ def pretraining_dataset(data: ArrayDataset, config, *, with_labels=False, epoch=
 
     def batches():
         for e in range(epoch, last):
-            order = (np.random.default_rng([seed, e]).permutation(num) if shuffle
+            order_seed, _ = sources.numpy_seeds(seed, e)
+            order = (np.random.default_rng(order_seed).permutation(num) if shuffle
                      else np.arange(num))
             for s in range(steps):
                 index = order[s * batch:(s + 1) * batch]
                 x = images[index]
                 if augment is not None:
-                    u = np.random.default_rng([seed + 1, e, s]).random(
+                    u = np.random.default_rng(sources.numpy_seeds(seed, e, s)[1]).random(
                         (2 * batch, NUM_UNIFORMS), np.float32)
                     views = augment(np.concatenate([x, x]), u)
                     x = (views[:batch], views[batch:])

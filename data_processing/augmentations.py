@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 from data_processing import augment_ops
-from data_processing.sources import check_pretraining_args
+from data_processing.sources import check_pretraining_args, tf_data_seeds
 # The recipe and its parameters: the backend-agnostic augment_ops (tf ops here).
 from data_processing.augment_ops import (NUM_UNIFORMS, AugmentParams, augment_from_uniforms,
                                          eval_transform)
@@ -113,10 +113,6 @@ def augment_batch(images, params: AugmentParams, seed=None, *, xla: bool = True
 DEFAULT_INTRA_OP_PARALLELISM = 1
 #: Shuffle buffers are capped at this many bytes of images (a full shuffle for CIFAR).
 _SHUFFLE_BYTES = 256 * 1024 * 1024
-#: Seeds of epoch e: shuffle ``seed * _EPOCH_SEEDS + e``, augmentation of step s
-#: ``[seed + 1, e * _STEP_SEEDS + s]`` (stateless; distinct for any real run length).
-_EPOCH_SEEDS = 1_000_003
-_STEP_SEEDS = 1 << 24
 
 
 def _shuffle_buffer(data, num):
@@ -138,9 +134,9 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
 
     Every batch is a function of (seed, epoch, step) only: the shuffle of epoch e
     is seeded by (seed, e) and the two views of its step s by the stateless seed
-    (seed, e, s). Iterating the dataset again gives the same batches; a run
-    resumed at epoch e (``epoch=e``) sees exactly the batches the uninterrupted
-    run saw from e on.
+    (seed, e, s): :func:`sources.tf_data_seeds`. Iterating the dataset again gives the
+    same batches; a run resumed at epoch e (``epoch=e``) sees exactly the batches the
+    uninterrupted run saw from e on.
 
     ``config.augment_on == "host"``: yields ``(view1, view2)`` float32 normalised
     pairs; both views of a batch are made by one ``augment_batch`` call on the
@@ -167,7 +163,8 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
     def epoch_batches(e):
         ds = source
         if shuffle:  # a Python seed: tf.data shuffles take no tensor seed with a global seed
-            ds = ds.shuffle(buffer, seed=seed * _EPOCH_SEEDS + e, reshuffle_each_iteration=False)
+            ds = ds.shuffle(buffer, seed=tf_data_seeds(seed, e)[0],
+                            reshuffle_each_iteration=False)
         return ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
 
     if last == epoch:
@@ -184,9 +181,8 @@ def pretraining_dataset(data, config, *, shuffle: bool = True,
             images, labels = batch_data if with_labels else (batch_data, None)
             # Batch ``index`` of this dataset is step index % steps of epoch
             # epoch + index // steps.
-            e = epoch + index // steps
-            pair_seed = tf.stack([tf.constant(seed + 1, tf.int64),
-                                  e * _STEP_SEEDS + index % steps])
+            _, (first, second) = tf_data_seeds(seed, epoch + index // steps, index % steps)
+            pair_seed = tf.stack([tf.constant(first, tf.int64), second])
             views = augment_batch(tf.concat([images, images], axis=0), params, pair_seed,
                                   xla=xla)
             if with_labels:

@@ -286,3 +286,31 @@ def check_pretraining_args(config, num, epoch, stop_epoch):
         raise ValueError(f"Need 0 <= epoch <= stop_epoch. Received: epoch={epoch}, "
                          f"stop_epoch={stop_epoch}")
     return batch, epoch, epoch + 1 if stop_epoch is None else int(stop_epoch)
+
+
+# ---- the seeds of (seed, epoch, step) ----------------------------------------------------
+# Every pre-training batch is a function of (seed, epoch, step) only, so that a resumed run
+# sees what the uninterrupted one saw. The two input paths draw with different generators
+# (a tf.data shuffle and stateless tf.random; NumPy's PCG64), so they keep a scheme each:
+# one scheme for both would change the random stream of one of them.
+
+#: TensorFlow scheme: the shuffle seed of epoch e is ``seed * EPOCH_SEEDS + e``, the
+#: stateless seed of step s ``(seed + 1, e * STEP_SEEDS + s)``; distinct for any real run.
+EPOCH_SEEDS = 1_000_003
+STEP_SEEDS = 1 << 24
+
+
+def tf_data_seeds(seed, epoch, step=0):
+    """The TensorFlow input path's seeds of ``(seed, epoch, step)``: ``(shuffle seed,
+    (first, second))``, the ``tf.data`` shuffle seed of the epoch and the
+    ``tf.random.stateless_uniform`` seed pair of the step's views. ``epoch`` and ``step``
+    may be integer tensors (inside a ``tf.data`` map); ``seed`` is a Python int."""
+    return seed * EPOCH_SEEDS + epoch, (seed + 1, epoch * STEP_SEEDS + step)
+
+
+def numpy_seeds(seed, epoch, step=0):
+    """The NumPy input path's seeds of ``(seed, epoch, step)`` (the JAX backend's arrays,
+    the evaluation protocols' fine-tuning): ``(order, views)``, the
+    ``np.random.default_rng`` entropy of the epoch's permutation and of the step's
+    augmentation uniforms."""
+    return [seed, epoch], [seed + 1, epoch, step]

@@ -22,7 +22,7 @@ import os
 
 import keras
 
-from experiments.training import RunDirectory, read_run
+from experiments.run_folder import RunDirectory, read_run
 
 #: Run statuses after which ``encoder.keras`` holds the final pre-trained weights.
 FINISHED = ("pretrained", "complete")

@@ -33,7 +33,8 @@ import numpy as np
 from experiments import safe_io
 from experiments.metrics import knn_scores
 from experiments.pretrained import _saved_encoder, encoder_at_size
-from experiments.training import RunDirectory, check_backend, read_run
+from experiments.run_folder import RunDirectory, read_run
+from experiments.training import check_backend
 from models.classifier import extract_features, fit_linear_probe, topk_accuracy
 
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -166,6 +167,7 @@ def finetune(encoder, config, train, test, num_classes, *, epochs, learning_rate
     ``top1``, ``top5`` on ``test`` and the ``learning_rate`` / ``batch_size`` used."""
     from data_processing.augment_ops import (NUM_UNIFORMS, AugmentParams,
                                              augment_from_uniforms, eval_transform)
+    from data_processing.sources import numpy_seeds
     x, y = train
     batch = min(int(batch_size), len(x))
     steps = len(x) // batch
@@ -188,10 +190,10 @@ def finetune(encoder, config, train, test, num_classes, *, epochs, learning_rate
 
     def batches():
         for epoch in range(epochs):
-            order = np.random.default_rng([seed, epoch]).permutation(len(x))
+            order = np.random.default_rng(numpy_seeds(seed, epoch)[0]).permutation(len(x))
             for step in range(steps):
                 index = np.sort(order[step * batch:(step + 1) * batch])
-                u = np.random.default_rng([seed + 1, epoch, step]).random(
+                u = np.random.default_rng(numpy_seeds(seed, epoch, step)[1]).random(
                     (batch, NUM_UNIFORMS), np.float32)
                 yield np.asarray(augment(x[index], u)), y[index].astype(np.int32)
 
@@ -264,8 +266,10 @@ def evaluate_protocol(run_dir, protocol, *, labels_fraction=1.0, seed=None, data
         entry.update(epochs=epochs, params={k: result[k] for k in ("learning_rate",
                                                                    "batch_size")})
     else:
-        train_f, train_y = extract_features(encoder, backend.evaluation_dataset(data.train, eval_config))
-        test_f, test_y = extract_features(encoder, backend.evaluation_dataset(data.test, eval_config))
+        train_f, train_y = extract_features(
+            encoder, backend.evaluation_dataset(data.train, eval_config))
+        test_f, test_y = extract_features(
+            encoder, backend.evaluation_dataset(data.test, eval_config))
         subset = labelled_subset(train_y, labels_fraction, seed, data.class_names)
         if protocol == "knn":
             k = int(knn_k or KNN_K)

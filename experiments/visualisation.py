@@ -1,11 +1,16 @@
 """Figures for the experiments (matplotlib Agg canvas; never shows a window).
 
+The figures of a results folder (:func:`run_curves_figure`, :func:`draw_figures`) are
+drawn from its files only: ``history.csv``, ``config.json``, ``metrics.json`` and the
+eigenspace records.
+
 Figures are built as ``matplotlib.figure.Figure`` on an explicit Agg canvas,
 not through ``pyplot``: nothing is registered in pyplot's figure manager (so
 nothing to leak or close) and the caller's backend, e.g. a notebook's inline
 backend, is left untouched.
 """
 
+import json
 import math
 import os
 
@@ -15,8 +20,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from config import Config
+from experiments import eigenspace, run_folder, safe_io
+
 __all__ = ["plot_eigenspace", "plot_bar_chart", "save_figure",
-           "training_curve_panels", "training_curves_figure", "eigenspace_figure"]
+           "training_curve_panels", "training_curves_figure", "eigenspace_figure",
+           "run_curves_figure", "draw_figures"]
 
 #: Floor used before log10 of F's eigenvalues (F is PSD; tiny/negative values are round-off).
 EIGENVALUE_FLOOR = 1e-10
@@ -32,8 +41,6 @@ def save_figure(figure, path):
     """Writes ``figure`` as a PNG at ``path`` (parents made) atomically: a failed write
     leaves the previous file intact and raises ``safe_io.WriteError`` naming the path.
     Frees the figure; returns ``path``."""
-    from experiments import safe_io
-
     path = os.fspath(path)
     try:
         safe_io.atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
@@ -326,3 +333,53 @@ def plot_bar_chart(rows, path, metrics=("probe_top1", "knn_accuracy"), title=Non
     if title:
         axis.set_title(title)
     return save_figure(figure, path)
+
+
+# ---- the figures of a results folder -----------------------------------------------------
+
+def _figure_title(run_dir):
+    """``NAME: factory (method=..., predictor=...)`` from the run's config.json, if readable."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    try:
+        with open(run_folder.RunDirectory.from_path(run_dir).config_json) as f:
+            config = Config.from_json(f.read())
+    except (OSError, ValueError, TypeError):
+        return name, None
+    return f"{name}: {config.name} ({config.describe()})", config
+
+
+def run_curves_figure(run_dir, heading=None):
+    """The training-curves Figure of a results folder (``None`` without history.csv):
+    each phase's columns of history.csv in its own panels. ``heading``: the
+    ``(title, config)`` of :func:`_figure_title`, read from config.json when None."""
+    run = run_folder.RunDirectory.from_path(run_dir)
+    if not os.path.exists(run.history):
+        return None
+    title, config = heading or _figure_title(run_dir)
+    rows = run_folder.read_history(run)
+    reference = 1.0 / math.sqrt(config.projection_dim) if config else None
+    num_classes = None
+    if os.path.exists(run.metrics):  # chance level on the accuracy panels
+        try:
+            with open(run.metrics) as f:
+                num_classes = json.load(f).get("num_classes")
+        except (OSError, ValueError):
+            pass
+    return training_curves_figure(
+        run_folder.history_columns(rows, "pretrain"),
+        probe=run_folder.history_columns(rows, "probe"), title=title,
+        z_std_reference=reference, num_classes=num_classes)
+
+
+def draw_figures(run_dir):
+    """Training-curve and eigenspace PNGs from the files of a results folder."""
+    run = run_folder.RunDirectory.from_path(run_dir)
+    heading = _figure_title(run_dir)  # config.json read once for both figures
+    drawn = []
+    figure = run_curves_figure(run_dir, heading)
+    if figure is not None:
+        drawn.append(save_figure(figure, run.curves_png))
+    if os.path.isdir(run.eigenspace):
+        records = eigenspace.load_eigenspace(run.eigenspace)
+        drawn.append(plot_eigenspace(records, run.eigenspace_png, title=heading[0]))
+    return drawn

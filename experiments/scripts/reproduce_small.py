@@ -122,7 +122,7 @@ def _saved_metrics(results_dir, run_name, config, overwrite):
     """The metrics of RESULTS_DIR/RUN_NAME if it is a complete run of ``config`` (to
     reuse), else None (to train). A folder holding another config is never replaced
     without ``overwrite``: ``ValueError`` naming the fields that differ."""
-    from experiments.training import RunDirectory, config_differences, read_run
+    from experiments.run_folder import RunDirectory, config_differences, read_run
 
     run = RunDirectory(results_dir, run_name)
     if overwrite or not os.path.exists(run.root):

@@ -18,7 +18,8 @@ import pytest  # noqa: E402
 
 from config import get_config  # noqa: E402
 from experiments import eigenspace  # noqa: E402
-from experiments.training import RunDirectory, draw_figures, run_curves_figure  # noqa: E402
+from experiments.run_folder import RunDirectory  # noqa: E402
+from experiments.visualisation import draw_figures, run_curves_figure  # noqa: E402
 
 PRETRAIN = ("loss", "z_std", "knn_accuracy", "learning_rate")
 PROBE = ("probe_loss", "probe_train_top1", "probe_test_top1", "probe_test_top5")

@@ -39,7 +39,7 @@ def fresh_copy(run_dir, tmp_path, name="copy"):
 def raw_split(run_dir, split):
     """The run's uint8 images and labels of a split, read by the package's loader."""
     from data_processing import load_dataset_from_config
-    from experiments.training import read_run
+    from experiments.run_folder import read_run
     data = load_dataset_from_config(read_run(run_dir)[1])
     return protocols._arrays(getattr(data, split))
 
@@ -111,14 +111,15 @@ def test_load_encoder_equals_the_training_time_encoder_and_its_export(run_dir, t
 
     import models  # noqa: F401
     from experiments import export_encoder, load_encoder
-    from experiments.training import RunDirectory, read_run
+    from experiments.run_folder import RunDirectory, read_run
     from models.classifier import extract_features
     images, labels = raw_split(run_dir, "test")
     config = read_run(run_dir)[1]
     saved = keras.models.load_model(RunDirectory.from_path(run_dir).encoder_model)
     backend = backends.get()
+    # the probe's features, normalised in the pipeline
     expected, _ = extract_features(saved, backend.evaluation_dataset(
-        backend.load_dataset(config).test, config))  # the probe's features, normalised in the pipeline
+        backend.load_dataset(config).test, config))
     encoder = load_encoder(run_dir)
     assert not encoder.trainable_weights  # frozen
     for batch in (images, images.astype("float32"), images[:1]):
@@ -232,7 +233,7 @@ def colour_blind(run):
     import keras
 
     import models  # noqa: F401
-    from experiments.training import RunDirectory, read_run
+    from experiments.run_folder import RunDirectory, read_run
     config = read_run(run)[1]
     path = RunDirectory.from_path(run).encoder_model
     encoder = keras.models.load_model(path)
@@ -249,7 +250,7 @@ def test_finetuning_trains_the_encoder_and_beats_the_frozen_probe(run_dir, tmp_p
 
     from experiments import evaluate_protocol
     from experiments.pretrained import _saved_encoder
-    from experiments.training import read_run
+    from experiments.run_folder import read_run
     run = fresh_copy(run_dir, tmp_path)
     conv_name = colour_blind(run)
     folder = write_colour_folder(tmp_path / "colours")
@@ -262,10 +263,8 @@ def test_finetuning_trains_the_encoder_and_beats_the_frozen_probe(run_dir, tmp_p
     config = read_run(run)[1]
     encoder = _saved_encoder(run, config)
     before = [np.array(w) for w in encoder.get_layer(conv_name).get_weights()]
-    train = protocols._arrays(backends.get().load_dataset(
-        protocols.evaluation_config(config, "folder", folder)).train)
-    test = protocols._arrays(backends.get().load_dataset(
-        protocols.evaluation_config(config, "folder", folder)).test)
+    data = backends.get().load_dataset(protocols.evaluation_config(config, "folder", folder))
+    train, test = protocols._arrays(data.train), protocols._arrays(data.test)
     model, result = protocols.finetune(encoder, config, train, test, 2, epochs=8,
                                        batch_size=16, learning_rate=0.1, seed=0)
     after = encoder.get_layer(conv_name).get_weights()
