@@ -28,22 +28,9 @@ import numpy as np
 from data_processing import sources
 
 
-@dataclasses.dataclass(frozen=True)
-class ArrayDataset:
-    """The arrays of one dataset: ``pretrain`` uint8 ``[N, S, S, 3]``; ``train`` /
-    ``test`` ``(uint8 images, int32 labels)``. Fields as :class:`datasets.ImageDataset`."""
-
-    pretrain: np.ndarray
-    train: tuple
-    test: tuple
-    num_classes: int
-    class_names: tuple
-    image_size: int
-    num_pretrain: int
-    num_train: int
-    num_test: int
-    pretrain_from_train: bool = True
-    eval_split: str = "test"
+class ArrayDataset(sources.Dataset):
+    """The arrays of one dataset (:class:`sources.Dataset`): ``pretrain`` uint8
+    ``[N, S, S, 3]``; ``train`` / ``test`` ``(uint8 images, int32 labels)``."""
 
 
 def from_arrays(train_x, train_y, test_x, test_y, class_names) -> ArrayDataset:

@@ -44,28 +44,10 @@ TRAIN_FRACTION = 0.85
 _CACHE_BYTES = 1 << 30
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageDataset:
-    """Unbatched, deterministically ordered pipelines of one dataset.
-
-    ``pretrain``: uint8 ``[H, W, 3]`` images (no labels), the SSL pre-training set;
-    ``train`` / ``test``: ``(uint8 image, int32 label)`` for linear eval / kNN.
-    """
-
-    pretrain: tf.data.Dataset
-    train: tf.data.Dataset
-    test: tf.data.Dataset
-    num_classes: int
-    class_names: tuple
-    image_size: int
-    num_pretrain: int
-    num_train: int
-    num_test: int
-    #: True when ``pretrain`` is the images of ``train`` (False for STL-10's
-    #: train + unlabelled pre-training set).
-    pretrain_from_train: bool = True
-    #: "test", or "validation" when ``test`` holds train examples held out for tuning.
-    eval_split: str = "test"
+class ImageDataset(sources.Dataset):
+    """Unbatched, deterministically ordered tf.data pipelines of one dataset
+    (:class:`sources.Dataset`): ``pretrain`` uint8 ``[H, W, 3]`` images, ``train`` /
+    ``test`` ``(uint8 image, int32 label)``."""
 
 
 # ---------------------------------------------------------------------------

@@ -5,10 +5,34 @@ in-memory arrays of the JAX backend (``arrays.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One dataset's splits and what describes them, in either input path's form:
+    ``pretrain`` the pre-training images (no labels); ``train`` / ``test`` ``(uint8 image,
+    int32 label)`` for the probe and kNN. :class:`datasets.ImageDataset`: unbatched tf.data
+    pipelines; :class:`arrays.ArrayDataset`: uint8 ``[N, S, S, 3]`` arrays."""
+
+    pretrain: Any
+    train: Any
+    test: Any
+    num_classes: int
+    class_names: tuple
+    image_size: int
+    num_pretrain: int
+    num_train: int
+    num_test: int
+    #: True when ``pretrain`` is the images of ``train`` (False for STL-10's
+    #: train + unlabelled pre-training set).
+    pretrain_from_train: bool = True
+    #: "test", or "validation" when ``test`` holds train examples held out for tuning.
+    eval_split: str = "test"
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
