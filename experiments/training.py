@@ -32,6 +32,7 @@ import numpy as np
 import backends
 from config import Config
 from experiments import callbacks as cb
+from experiments import checkpoint as ckpt
 from experiments import console, eigenspace, run_folder, safe_io, visualisation
 from experiments.metrics import knn_accuracy
 from models import METHOD_CLASSES, build_model, build_optimizer
@@ -92,7 +93,7 @@ def pretrain(run, config, data, backend, strategy, *, verbose=1, callbacks=()):
             # Built now, on the variables in the order the backend's train step passes
             # them (the JAX step checks it), so that a checkpoint can be restored.
             model.optimizer.build(backend.trained_variables(model))
-    checkpoint = cb.RunCheckpoint(run.checkpoint,
+    checkpoint = ckpt.RunCheckpoint(run.checkpoint,
                                   on_saved=lambda rows: run_folder.write_history(run, rows))
     start = checkpoint.restore(model)
     if start:

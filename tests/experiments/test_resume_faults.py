@@ -187,11 +187,12 @@ def tiny_model(name="byol"):
 
 def test_checkpoint_round_trip_and_non_finite_state_is_never_saved(tmp_path):
     from experiments import callbacks as cb
+    from experiments import checkpoint as ckpt
     model = tiny_model()
     directory = str(tmp_path / "checkpoint")
-    saver = cb.RunCheckpoint(directory)
+    saver = ckpt.RunCheckpoint(directory)
     saver.set_model(model)
-    state = cb.training_state(model)
+    state = ckpt.training_state(model)
     names = [n for n, _ in state]
     # the target network, BN statistics, step counter and optimizer slots are all in it
     assert any("target_encoder" in n and "moving_variance" in n for n in names)
@@ -214,12 +215,12 @@ def test_checkpoint_round_trip_and_non_finite_state_is_never_saved(tmp_path):
         saver.on_epoch_end(1, {"loss": 1.0})
     assert sorted(os.listdir(directory)) == ["state-1.npz", "state.json"]
     fresh = tiny_model()
-    loader = cb.RunCheckpoint(directory)
+    loader = ckpt.RunCheckpoint(directory)
     assert loader.restore(fresh) == 1 and loader.rows == [{"epoch": 1, "loss": 1.5}]
-    for (name, v), a in zip(cb.training_state(fresh), saved):
+    for (name, v), a in zip(ckpt.training_state(fresh), saved):
         np.testing.assert_array_equal(v.numpy(), a, err_msg=name)
     # the loss guard says truthfully what is kept
-    guard = cb.NonFiniteLossGuard(cb.RunCheckpoint(str(tmp_path / "none")))
+    guard = cb.NonFiniteLossGuard(ckpt.RunCheckpoint(str(tmp_path / "none")))
     with pytest.raises(cb.NonFiniteLossError, match="no checkpoint is kept"):
         guard.on_train_batch_end(0, {"loss": float("nan")})
     guard = cb.NonFiniteLossGuard(loader)
@@ -335,7 +336,7 @@ def test_device_augmentation_draws_follow_the_step_counter():
                                         augment_on="device", batch_size=8)
     images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
 
-    from experiments.callbacks import training_state
+    from experiments.checkpoint import training_state
     keras.utils.set_random_seed(0)
     model = build_model(config)
     model.compile(optimizer=build_optimizer(config, steps_per_epoch=2))

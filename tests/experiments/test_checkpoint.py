@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import callbacks as cb
+from experiments import checkpoint as ckpt
 
 
 class _Pair(keras.Model):
@@ -30,18 +30,18 @@ def _pair(order, units=3, seed=0):
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(seed)
-    for _, v in cb.training_state(model):
+    for _, v in ckpt.training_state(model):
         if "float" in str(v.dtype):
             v.assign(rng.normal(size=v.shape).astype(str(v.dtype)))
     return model
 
 
 def _by_name(model):
-    return {name: np.array(v.numpy()) for name, v in cb.training_state(model)}
+    return {name: np.array(v.numpy()) for name, v in ckpt.training_state(model)}
 
 
 def _save(model, directory):
-    saver = cb.RunCheckpoint(directory)
+    saver = ckpt.RunCheckpoint(directory)
     saver.set_model(model)
     saver.on_epoch_end(0, {"loss": 1.0})
 
@@ -51,7 +51,7 @@ def test_checkpoint_restores_same_shaped_variables_by_path_not_position(tmp_path
     _save(saved, str(tmp_path))
     swapped = _pair(["b", "a"], seed=1)  # the same paths, listed in the other order
     assert [v.path for v in swapped.weights] != [v.path for v in saved.weights]
-    assert cb.RunCheckpoint(str(tmp_path)).restore(swapped) == 1
+    assert ckpt.RunCheckpoint(str(tmp_path)).restore(swapped) == 1
     expected, restored = _by_name(saved), _by_name(swapped)
     assert sorted(expected) == sorted(restored)
     assert any("momentum" in name for name in expected)  # the optimizer slots too
@@ -71,7 +71,7 @@ def test_checkpoint_refuses_a_missing_extra_or_reshaped_variable(tmp_path, order
     before = _by_name(other)
     with pytest.raises(ValueError, match=r"^The checkpoint .* does not match this model: "
                        + message) as error:
-        cb.RunCheckpoint(str(tmp_path)).restore(other)
+        ckpt.RunCheckpoint(str(tmp_path)).restore(other)
     assert "\n" not in str(error.value)
     for name, value in _by_name(other).items():  # nothing was assigned
         np.testing.assert_array_equal(value, before[name])
@@ -79,7 +79,7 @@ def test_checkpoint_refuses_a_missing_extra_or_reshaped_variable(tmp_path, order
 
 def _write_format_1(model, directory, names):
     os.makedirs(directory)
-    arrays = [np.array(v.numpy()) for _, v in cb.training_state(model)]
+    arrays = [np.array(v.numpy()) for _, v in ckpt.training_state(model)]
     np.savez(os.path.join(directory, "state-1.npz"),
              **{f"a{i:05d}": a for i, a in enumerate(arrays)})
     meta = {"epoch": 1, "arrays": "state-1.npz", "rows": [{"epoch": 1, "loss": 1.0}]}
@@ -93,13 +93,13 @@ def test_checkpoint_of_the_positional_format_1_is_read_by_its_names(tmp_path):
     saved = _pair(["a", "b"])
     # Format 1 stored the raw names: the optimizer numbered by the process that saved.
     names = [name.replace("optimizer/0.sgd/", "optimizer/sgd_7/")
-             for name, _ in cb.training_state(saved)]
+             for name, _ in ckpt.training_state(saved)]
     assert any("sgd_7" in name for name in names)
     _write_format_1(saved, str(tmp_path / "named"), names)
     swapped = _pair(["b", "a"], seed=1)
-    assert cb.RunCheckpoint(str(tmp_path / "named")).restore(swapped) == 1
+    assert ckpt.RunCheckpoint(str(tmp_path / "named")).restore(swapped) == 1
     for name, value in _by_name(saved).items():
         np.testing.assert_array_equal(_by_name(swapped)[name], value, err_msg=name)
     _write_format_1(saved, str(tmp_path / "nameless"), None)
     with pytest.raises(ValueError, match=r"positional format 1 without the names"):
-        cb.RunCheckpoint(str(tmp_path / "nameless")).restore(swapped)
+        ckpt.RunCheckpoint(str(tmp_path / "nameless")).restore(swapped)
