@@ -8,24 +8,16 @@ config tools import no Keras::
 
 import importlib
 
-_EXPORTS = {
-    "load_encoder": "pretrained",
-    "export_encoder": "pretrained",
-    "evaluate_protocol": "protocols",
-    "labelled_subset": "protocols",
-    "read_evaluations": "protocols",
-    "train": "training",
-    "evaluate": "training",
-}
+#: Each public name by the module of this package that defines it.
+_HOME = {**dict.fromkeys(("load_encoder", "export_encoder"), "pretrained"),
+         **dict.fromkeys(("evaluate_protocol", "labelled_subset", "read_evaluations"),
+                         "protocols"),
+         **dict.fromkeys(("train", "evaluate"), "training")}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_HOME)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"experiments.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'experiments' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+def __getattr__(name):  # PEP 562: the module is imported on first use of the name
+    if name not in _HOME:
+        raise AttributeError(f"module 'experiments' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"experiments.{_HOME[name]}"), name)
