@@ -321,7 +321,9 @@ def test_logs_one_plain_line_per_epoch_and_ctrl_c_names_the_resume_command(tmp_p
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the script quiets the framework itself
     flags = list(TINY_FLAGS)
     flags[flags.index("--verbose") + 1] = "1"
-    flags[flags.index("--epochs_pretraining") + 1] = "50"
+    # Far more epochs than the test waits for: a child that races ahead of a slow reader
+    # (a loaded CI machine) must still be running when the SIGINT arrives.
+    flags[flags.index("--epochs_pretraining") + 1] = "5000"
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), "--name", "cut", "--results_dir",
          str(tmp_path), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -331,14 +333,14 @@ def test_logs_one_plain_line_per_epoch_and_ctrl_c_names_the_resume_command(tmp_p
     while time.time() < deadline:
         line = process.stdout.readline()
         lines.append(line)
-        if line.startswith("epoch 2/50"):
+        if line.startswith("epoch 2/5000"):
             process.send_signal(signal.SIGINT)
             break
     out, err = process.communicate(timeout=120)
     lines += out.splitlines(keepends=True)
     assert process.returncode == 130, err[-2000:]
     epochs = [l for l in lines if l.startswith("epoch ")]
-    assert [l.split(":")[0] for l in epochs[:2]] == ["epoch 1/50", "epoch 2/50"]
+    assert [l.split(":")[0] for l in epochs[:2]] == ["epoch 1/5000", "epoch 2/5000"]
     assert len({l.split(":")[0] for l in epochs}) == len(epochs)  # none printed twice
     assert not any("\x1b" in l or "nan" in l for l in lines)
     assert "knn" in epochs[0]  # knn_every 1: computed every epoch

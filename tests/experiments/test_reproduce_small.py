@@ -183,8 +183,9 @@ def test_override_adds_a_typed_field_to_one_row_and_the_table_shows_it(tmp_path)
     floor = json.loads((tmp_path / "random_init" / "config.json").read_text())
     assert (floor["predictor_eps"], floor["corr_center"]) == (0.1, False)
     table = json.loads((tmp_path / "table.json").read_text())
-    assert table["rows"][1]["overrides"] == {"predictor_eps": 0.05, "corr_center": True}
-    assert "`direct_copy` (predictor_eps=0.05, corr_center=True)" in (
+    assert table["rows"][1]["overrides"] == {"predictor_eps": 0.05, "corr_center": True,
+                                             "directcopy_norm": "frobenius"}
+    assert "`direct_copy` (predictor_eps=0.05, directcopy_norm=frobenius, corr_center=True)" in (
         tmp_path / "table.md").read_text()
 
 
