@@ -13,7 +13,9 @@ arrays (``--dataset synthetic|folder``; docs/backends.md).
 
 import json
 import os
+import signal
 import sys
+import threading
 
 from absl import flags
 
@@ -240,6 +242,22 @@ def _interrupted(run_dir, name, results_dir):
     return f"train.py: interrupted; {kept}; continue with: {command}"
 
 
+def _interrupt_callbacks(check):
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual and also sets an event that ``check``
+    (a callback) turns into one at the next batch end, so that an interrupt CPython lost in
+    a finaliser still stops the run. Nothing when SIGINT is ignored (e.g. ``nohup``)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return ()
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return (check(interrupted),)
+
+
 def main(argv):
     del argv
     values = {name: FLAGS[name].value for name in
@@ -253,9 +271,11 @@ def main(argv):
         else:
             config = make_config(values)
         # Imports Keras and its backend (TensorFlow by default): after the flag checks.
+        from experiments.callbacks import InterruptCheck
         from experiments.training import probe_summary, train
         metrics = train(config, FLAGS.name, results_dir=FLAGS.results_dir,
-                        resume=FLAGS.resume, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose)
+                        resume=FLAGS.resume, overwrite=FLAGS.overwrite, verbose=FLAGS.verbose,
+                        callbacks=_interrupt_callbacks(InterruptCheck))
     except KeyboardInterrupt:
         print("", flush=True)
         print(_interrupted(run_dir, FLAGS.name, FLAGS.results_dir), file=sys.stderr)

@@ -242,3 +242,20 @@ class EigenspaceTracker(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.total_epochs:
             self._record(epoch + 1)
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Raises ``KeyboardInterrupt`` at the next batch end once ``interrupted`` (a
+    ``threading.Event`` set by the caller's SIGINT handler) is set: a Ctrl-C whose
+    ``KeyboardInterrupt`` CPython swallowed (raised inside a finaliser, "Exception ignored
+    in ...") still stops the run."""
+
+    def __init__(self, interrupted):
+        super().__init__()
+        self.interrupted = interrupted
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
+
+    on_epoch_end = on_train_batch_end
