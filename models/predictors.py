@@ -66,7 +66,8 @@ def direct_pred_weights(corr, eps=0.1, power=0.5):
 
 def direct_copy_weights(corr, eps=0.3, norm="spectral"):
     """DirectCopy predictor (Wang, Chen, Du & Tian 2021, arXiv 2110.04947):
-    ``Wp = F / ||F|| + eps I``, no eigenvectors needed.
+    ``Wp = F / ||F|| + eps I``: the rule needs no eigenvectors (the spectral norm is the
+    top eigenvalue, computed here by ``eigh`` for its accuracy in float32).
 
     ``norm="spectral"``: ``||F||_2 = s_max`` (F is symmetric PSD), so DirectCopy is
     DirectSet(alpha = 1) beside DirectPred = DirectSet(1/2) with DirectPred's own
