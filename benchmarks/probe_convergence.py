@@ -30,6 +30,8 @@ flags.DEFINE_integer("epochs", None, "Probe epochs (default: the run's epochs_fi
 
 
 def main(argv):
+    from experiments import console
+    console.quiet_framework_logs()  # TensorFlow's / XLA's start-up lines, as train.py
     del argv
     import keras
 

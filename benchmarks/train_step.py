@@ -128,6 +128,8 @@ def cached_batches(config, images, labels, with_labels):
 
 
 def main(argv):
+    from experiments import console
+    console.quiet_framework_logs()  # TensorFlow's / XLA's start-up lines, as train.py
     del argv
     if FLAGS.reference and FLAGS.backend != "tensorflow":
         raise app.UsageError("--reference times bare GradientTape steps: TensorFlow only. "

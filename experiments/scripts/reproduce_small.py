@@ -244,6 +244,8 @@ def write_table(table, shared, results_dir):
 
 
 def main(argv):
+    from experiments import console
+    console.quiet_framework_logs()  # TensorFlow's / XLA's start-up lines, as train.py
     del argv
     try:
         shared = shared_settings(FLAGS.smoke)

@@ -67,6 +67,8 @@ def table_markdown(claims, package, command, date):
 
 
 def main(argv):
+    from experiments import console
+    console.quiet_framework_logs()  # TensorFlow's / XLA's start-up lines, as train.py
     del argv
     from experiments.theory import claims as C
     from experiments.theory import figures
