@@ -140,6 +140,12 @@ def test_lrp_and_ne_are_their_formulas():
                                atol=1e-5 * np.abs(ne).max())
 
 
+def test_every_config_choice_has_a_rule():
+    from config import groups
+    assert set(predictors.CLOSED_FORMS) == set(groups.CLOSED_FORMS) == set(REFERENCES)
+    assert {get_config(name).closed_form for name in FACTORIES} == set(groups.CLOSED_FORMS)
+
+
 @pytest.mark.parametrize("name", FACTORIES)
 def test_rule_from_config(name):
     config = get_config(name)
