@@ -166,7 +166,7 @@ def visser_weights(corr, iterations=50, step=0.1, ridge=0.0):
 
     ``P_n -> F^{1/2}`` when ``step sqrt(s_max) < 1`` (at each eigenvalue s the map is
     ``p -> p + step (s - p^2)``, whose slope at ``sqrt(s)`` is ``1 - 2 step sqrt(s)``);
-    beyond that it oscillates or diverges. A mode with ``s = 0`` decays as
+    beyond that it oscillates or diverges. A mode with ``s = 0`` decays as about
     ``1 / (step (k + 2))``.
     """
     corr = f32(corr)
