@@ -22,7 +22,9 @@ is saved as ``config.json`` beside the results and read back with :meth:`Config.
 from config.assignments import parse_assignment
 from config.core import _FIELD_DEFAULTS, OPTION_RULES, Config
 from config.factories import (FACTORIES, MODELS, factory, get_barlow_twins, get_byol,
-                              get_byol_baseline, get_config, get_deeper_projection,
+                              get_byol_baseline, get_closed_form_ns, get_closed_form_ns2,
+                              get_closed_form_stiefel, get_closed_form_visser, get_config,
+                              get_deeper_projection,
                               get_direct_copy, get_direct_copy_no_ema, get_direct_pred,
                               get_direct_pred_freq_5, get_direct_set,
                               get_direct_set_copy, get_direct_set_no_ema,
@@ -32,7 +34,8 @@ from config.factories import (FACTORIES, MODELS, factory, get_barlow_twins, get_
                               get_simsiam, get_simsiam_baseline, get_simsiam_baseline_symmetric,
                               get_simsiam_pred, get_simsiam_symmetric,
                               get_simsiam_symmetric_predictor, get_supcon, get_swav)
-from config.groups import (AUGMENT_ON, BACKBONES, CIFAR_MEAN, CIFAR_STD, DIRECTCOPY_NORMS,
+from config.groups import (AUGMENT_ON, BACKBONES, CIFAR_MEAN, CIFAR_STD, CLOSED_FORMS,
+                           DIRECTCOPY_NORMS,
                            DIRECTSET_EPS_AT, EMA_SCHEDULES, GROUPS,
                            LOSSES, LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, OPTIMIZERS,
                            PROBE_FIELDS, PROBE_PROTOCOLS, PROJECTORS, STEMS, STRATEGIES,

@@ -264,6 +264,51 @@ def get_isoloss_no_ema() -> Config:
                   **_SUCCESSOR_NO_EMA)
 
 
+# ---- the closed-form predictors of Richemond et al. (docs/successors.md) ----
+# Richemond, Tam, Tang, Strub, Piot & Hill, "The Edge of Orthogonality: A Simple View of What
+# Makes BYOL Tick" (ICML 2023, arXiv 2302.04817). Their protocol is BYOL's with the trained
+# predictor replaced (Sec. 6), so each factory is get_byol with Wp computed from F: the
+# iteration count n and the ridge alpha of the best cell of their Table 2 (ImageNet,
+# ResNet-50, 100 epochs). F is the package's (EMA rho 0.3 of both views' E[z z^T]); their EMA
+# of Wp has a rate that their main text does not state, so closed_form_ema stays 0.
+_CLOSED_FORM = dict(predictor="closed_form", corr_rho=0.3, predictor_freq=1)
+
+
+@factory()
+def get_closed_form_ns() -> Config:
+    """NS predictor, n = 9, ridge 0.9 (Richemond et al. 2023, Sec. 4.3; Table 2's best NS
+    cell: 68.0)."""
+    return get_byol().replace(name="closed_form_ns", closed_form="newton_schulz",
+                              closed_form_iterations=9, closed_form_ridge=0.9, **_CLOSED_FORM)
+
+
+@factory()
+def get_closed_form_ns2() -> Config:
+    """NS^2 predictor, n = 7 per pass, ridge 0.9 (Richemond et al. 2023, Sec. 4.3; Table 2's
+    best NS^2 cell: 68.8)."""
+    return get_byol().replace(name="closed_form_ns2", closed_form="ns2",
+                              closed_form_iterations=7, closed_form_ridge=0.9, **_CLOSED_FORM)
+
+
+@factory(model="closed_form")
+def get_closed_form_stiefel() -> Config:
+    """Stiefel predictor, n = 9, ridge 0.3 (Richemond et al. 2023, Sec. 5.2; Table 2's best
+    Stiefel cell: 68.8, and Table 3's; the variant their Sec. 6 recommends)."""
+    return get_byol().replace(name="closed_form_stiefel", closed_form="stiefel",
+                              closed_form_iterations=9, closed_form_ridge=0.3, **_CLOSED_FORM)
+
+
+@factory()
+def get_closed_form_visser() -> Config:
+    """Visser predictor, ridge 0 (Richemond et al. 2023, Sec. 4.3; Table 2's best Visser cell:
+    68.4). Their step and iteration count are not in their main text: 50 iterations of step 0.1
+    are chosen here (relative error below 1e-3 for eigenvalues of F in [0.44, 89]; smaller
+    ones stay above their square root, a null mode at 1 / (0.1 x 52) = 0.19)."""
+    return get_byol().replace(name="closed_form_visser", closed_form="visser",
+                              closed_form_iterations=50, visser_step=0.1, closed_form_ridge=0.0,
+                              **_CLOSED_FORM)
+
+
 def get_config(name: str, **overrides) -> Config:
     """The one resolver of a run's definition: the named factory (``"direct_pred"``,
     ``"get_direct_pred"``, or a ``train.py --model`` name such as ``"directpred"``),

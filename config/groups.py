@@ -44,6 +44,10 @@ DIRECTCOPY_NORMS = ("spectral", "frobenius")
 #: here, so DirectSet(1/2) = DirectPred, DirectSet(1) = DirectCopy); ``before_power``
 #: p = (r + eps)^alpha (fmi-basel/implicit-var-reg ``solo/methods/directpred.py``).
 DIRECTSET_EPS_AT = ("after_power", "before_power")
+#: The closed-form predictors of Richemond et al. 2023 (arXiv 2302.04817), iterated on F:
+#: ``newton_schulz`` -> F^{1/2}, ``ns2`` (two passes) -> F^{1/4}, ``stiefel`` -> the polar
+#: factor of F, ``visser`` -> F^{1/2} (models/predictors.py: CLOSED_FORMS).
+CLOSED_FORMS = ("newton_schulz", "ns2", "stiefel", "visser")
 TARGET_INITS = ("copy", "independent")
 #: ``torch``: PyTorch's initialisers, as the official code's networks (torchvision ResNet:
 #: Kaiming-normal fan-out convolutions; ``nn.Conv2d`` / ``nn.Linear`` defaults elsewhere);
@@ -299,6 +303,16 @@ class Predictor(_Group):
     #: added where ``directset_eps_at`` says (:data:`DIRECTSET_EPS_AT`).
     directset_alpha: float = 0.5
     directset_eps_at: str = "before_power"
+    #: ``predictor="closed_form"`` (Richemond et al. 2023): which iteration
+    #: (:data:`CLOSED_FORMS`), its number of iterations n (per pass for ``ns2``), the ridge
+    #: alpha added as ``alpha I``, and the EMA rate of Wp itself (0: Wp = rule(F)).
+    closed_form: str = "newton_schulz"
+    closed_form_iterations: int = 9
+    closed_form_ridge: float = 0.0
+    closed_form_ema: float = 0.0
+    #: The Visser iteration's step eta (``P_0 = I / (2 eta)``; converges for
+    #: ``eta sqrt(s_max(F)) < 1``).
+    visser_step: float = 0.1
     #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
     predictor_freq: int = 1
     #: With ``predictor_freq > 1``: between recomputations Wp is trained by the optimizer
@@ -313,13 +327,23 @@ class Predictor(_Group):
     CONDITIONAL = (Uses(("predictor_trained_between",),
                         lambda c: (c.method == "noncontrastive" and c.predictor_freq > 1
                                    and c.predictor in COMPUTED_PREDICTORS),
-                        "a predictor computed from F every predictor_freq > 1 steps"),)
+                        "a predictor computed from F every predictor_freq > 1 steps"),
+                   Uses(("visser_step",),
+                        lambda c: (c.method == "noncontrastive" and c.predictor == "closed_form"
+                                   and c.closed_form == "visser"), "closed_form='visser'"))
 
     def _validate(self):
         _choice(self, "predictor", PREDICTORS)
         _choice(self, "directcopy_norm", DIRECTCOPY_NORMS)
         _choice(self, "directset_eps_at", DIRECTSET_EPS_AT)
         _positive(self, ("directset_alpha",))
+        _choice(self, "closed_form", CLOSED_FORMS)
+        _check(self, ("closed_form_iterations",),
+               lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+               "an integer >= 1")
+        _at_least(self, ("closed_form_ridge",), 0)
+        _fraction(self, ("closed_form_ema",))
+        _positive(self, ("visser_step",))
         _at_least(self, ("predictor_hidden_dim", "predictor_freq"), 1)
         _fraction(self, ("corr_rho",))
         _positive(self, ("predictor_power",))

@@ -86,6 +86,12 @@ PREDICTOR_SPECS: Mapping[str, Predictor] = {
                            "eigenvalue with eps before or after it (Wang et al. 2021, "
                            "DirectSet(alpha); fmi-basel/implicit-var-reg dp_alpha)",
                            _COMPUTED + ("directset_alpha", "directset_eps_at"), computed=True),
+    "closed_form": Predictor("Wp from F by an inverse-free matrix iteration: Newton-Schulz "
+                             "(F^1/2), NS^2 (F^1/4), Stiefel (polar factor), Visser (F^1/2), "
+                             "plus a ridge and an optional EMA of Wp (Richemond et al. 2023)",
+                             tuple(f for f in _COMPUTED if f != "predictor_eps")
+                             + ("closed_form", "closed_form_iterations", "closed_form_ridge",
+                                "closed_form_ema"), computed=True),
 }
 
 METHODS = tuple(METHOD_SPECS)

@@ -54,14 +54,19 @@ FAMILY_ROWS = (
     Row("barlow_twins", "barlow_twins", {}),
 )
 #: The DirectPred family's successors (``reproduce_small.py --successors``;
-#: docs/successors.md): implicit-var-reg's CIFAR recipes, with the encoder, data, epochs,
-#: batch and probe of the paper's rows; one seed, no screening.
+#: docs/successors.md): implicit-var-reg's CIFAR recipes and Richemond et al.'s closed-form
+#: predictors on BYOL, with the encoder, data, epochs, batch and probe of the paper's rows;
+#: one seed, no screening.
 SUCCESSOR_ROWS = (
     Row("directset", "direct_set", {}),
     Row("directset_no_ema", "direct_set_no_ema", {}),
     Row("directset_copy", "direct_set_copy", {}),
     Row("isoloss", "isoloss", {}),
     Row("isoloss_no_ema", "isoloss_no_ema", {}),
+    Row("closed_form_ns", "closed_form_ns", {}),
+    Row("closed_form_ns2", "closed_form_ns2", {}),
+    Row("closed_form_stiefel", "closed_form_stiefel", {}),
+    Row("closed_form_visser", "closed_form_visser", {}),
 )
 
 

@@ -1,5 +1,5 @@
-"""Predictor maths of DirectPred, DirectCopy and DirectSet(alpha): pure functions in float32
-(``keras.ops``).
+"""Predictor maths of DirectPred, DirectCopy, DirectSet(alpha) and the closed-form predictors of
+Richemond et al. (2023): pure functions in float32 (``keras.ops``).
 
 Convention: ``Wp`` acts on column vectors, ``p = Wp z``. A Keras ``Dense`` kernel
 ``K`` computes ``z @ K``, so ``K = Wp^T`` (the computed ``Wp`` are symmetric).
@@ -111,6 +111,100 @@ def direct_set_weights(corr, alpha=0.5, eps=0.0, eps_at="before_power"):
     return ops.matmul(u * p[None, :], ops.transpose(u))
 
 
+def newton_schulz(m, iterations):
+    """The coupled Newton-Schulz iteration of Richemond, Tam, Tang, Strub, Piot & Hill
+    (ICML 2023, arXiv 2302.04817, Sec. 4.3, Eqs. 9-10) on a symmetric PSD ``m``.
+
+    ``A_0 = m / ||m||_F``, ``B_0 = I``, then ``iterations`` times
+    ``T = 3I - B_k A_k``, ``A_{k+1} = A_k T / 2``, ``B_{k+1} = T B_k / 2``. Returns
+    ``(A_n, B_n, ||m||_F)``: ``A_n -> (m / ||m||_F)^{1/2}``, ``B_n -> (m / ||m||_F)^{-1/2}``
+    on the range of ``m``. A mode with ``mu = s / ||m||_F`` far below ``1.5^{-2n}`` is not
+    converged: its ``A`` and ``B`` grow by about 1.5 per iteration.
+    """
+    m = f32(m)
+    eye = ops.eye(ops.shape(m)[0], dtype="float32")
+    norm = ops.maximum(ops.sqrt(ops.sum(ops.square(m))), 1e-30)
+    a, b = m / norm, eye
+    for _ in range(int(iterations)):
+        t = 0.5 * (3.0 * eye - ops.matmul(b, a))
+        a, b = ops.matmul(a, t), ops.matmul(t, b)
+    return a, b, norm
+
+
+def newton_schulz_weights(corr, iterations=9, ridge=0.0):
+    """NS predictor (Richemond et al. 2023, Sec. 4.3, Newton-Schulz proposition):
+    ``Wp = A_n sqrt(||F||_F) + ridge I`` (:func:`newton_schulz` on F), ``-> F^{1/2}``."""
+    corr = f32(corr)
+    a, _, norm = newton_schulz(0.5 * (corr + ops.transpose(corr)), iterations)
+    return a * ops.sqrt(norm) + ridge * ops.eye(ops.shape(corr)[0], dtype="float32")
+
+
+def newton_schulz_squared_weights(corr, iterations=7, ridge=0.0):
+    """NS^2 predictor (Richemond et al. 2023, Sec. 4.3): the NS predictor applied twice,
+    ``Wp = NS(NS(F)) + ridge I -> F^{1/4}`` (``iterations`` per pass; their Tables 2-3
+    use 7)."""
+    root = newton_schulz_weights(corr, iterations)
+    return newton_schulz_weights(root, iterations, ridge)
+
+
+def stiefel_weights(corr, iterations=9, ridge=0.0):
+    """Stiefel predictor (Richemond et al. 2023, Sec. 5.2, Stiefel-predictor proposition):
+    ``B_n`` of :func:`newton_schulz` on ``F^T F``, then ``Wp = B_n F^T / ||B_n||_F + ridge I``,
+    an estimate of the polar factor ``(F^T F)^{-1/2} F^T`` (the orthogonal projection onto
+    F's range for a PSD F) divided by ``||B_n||_F``."""
+    corr = f32(corr)
+    corr = 0.5 * (corr + ops.transpose(corr))
+    _, b, _ = newton_schulz(ops.matmul(ops.transpose(corr), corr), iterations)
+    b_norm = ops.maximum(ops.sqrt(ops.sum(ops.square(b))), 1e-30)
+    return (ops.matmul(b, ops.transpose(corr)) / b_norm
+            + ridge * ops.eye(ops.shape(corr)[0], dtype="float32"))
+
+
+def visser_weights(corr, iterations=50, step=0.1, ridge=0.0):
+    """Visser predictor (Richemond et al. 2023, Sec. 4.3, Visser proposition, Eq. 8):
+    ``P_0 = I / (2 step)``, ``P_{k+1} = P_k + step (F - P_k^2)``, ``Wp = P_n + ridge I``.
+
+    ``P_n -> F^{1/2}`` when ``step sqrt(s_max) < 1`` (at each eigenvalue s the map is
+    ``p -> p + step (s - p^2)``, whose slope at ``sqrt(s)`` is ``1 - 2 step sqrt(s)``);
+    beyond that it oscillates or diverges. A mode with ``s = 0`` decays as about
+    ``1 / (step (k + 2))``.
+    """
+    corr = f32(corr)
+    corr = 0.5 * (corr + ops.transpose(corr))
+    eye = ops.eye(ops.shape(corr)[0], dtype="float32")
+    p = eye / (2.0 * step)
+    for _ in range(int(iterations)):
+        p = p + step * (corr - ops.matmul(p, p))
+    return p + ridge * eye
+
+
+#: ``Config.closed_form`` -> the rule ``(F, iterations, ridge, step) -> Wp``.
+CLOSED_FORMS = {
+    "newton_schulz": lambda f, n, ridge, step: newton_schulz_weights(f, n, ridge),
+    "ns2": lambda f, n, ridge, step: newton_schulz_squared_weights(f, n, ridge),
+    "stiefel": lambda f, n, ridge, step: stiefel_weights(f, n, ridge),
+    "visser": lambda f, n, ridge, step: visser_weights(f, n, step, ridge),
+}
+
+
+def linear_regression_predictor(z, z_target):
+    """LRP (Richemond et al. 2023, Sec. 3.1, Eq. 4): the batch least-squares predictor
+    ``P = (Z^T Z)^{-1} Z^T Z'`` for row-vector latents (``p = z P``), ``z`` and
+    ``z_target`` [b, f] with ``Z^T Z`` invertible. Needs the target batch, so it is a
+    function here, not a training predictor (docs/successors.md)."""
+    z, z_target = f32(z), f32(z_target)
+    return ops.solve(ops.matmul(ops.transpose(z), z), ops.matmul(ops.transpose(z), z_target))
+
+
+def neumann_predictor(z, z_target):
+    """NE (Richemond et al. 2023, Sec. 3.3, Eq. 6): ``P = 2 Z^T Z' - Z^T Z Z^T Z'``, LRP with
+    ``(Z^T Z)^{-1}`` replaced by its first-order Neumann expansion ``2I - Z^T Z``. A function
+    here, not a training predictor (it needs the target batch)."""
+    z, z_target = f32(z), f32(z_target)
+    cross = ops.matmul(ops.transpose(z), z_target)
+    return 2.0 * cross - ops.matmul(ops.matmul(ops.transpose(z), z), cross)
+
+
 def _direct_pred_rule(config):
     eps, power = config.predictor_eps, config.predictor_power
     return lambda f: direct_pred_weights(f, eps, power)
@@ -126,15 +220,21 @@ def _direct_set_rule(config):
     return lambda f: direct_set_weights(f, alpha, eps, eps_at)
 
 
+def _closed_form_rule(config):
+    closed = CLOSED_FORMS[config.closed_form]
+    n, ridge, step = config.closed_form_iterations, config.closed_form_ridge, config.visser_step
+    return lambda f: closed(f, n, ridge, step)
+
+
 #: ``Config.predictor`` of a computed predictor -> a builder ``config -> rule``, the
 #: rule a pure function ``F -> Wp`` (float32 [d, d]).
 PREDICTOR_RULES = {"directpred": _direct_pred_rule, "directcopy": _direct_copy_rule,
-                   "directset": _direct_set_rule}
+                   "directset": _direct_set_rule, "closed_form": _closed_form_rule}
 
 
 def predictor_rule(config):
-    """The pure rule ``F -> Wp`` of ``config.predictor`` (``directpred``, ``directcopy`` or
-    ``directset``), with its options bound."""
+    """The pure rule ``F -> Wp`` of ``config.predictor`` (``directpred``, ``directcopy``,
+    ``directset`` or ``closed_form``), with its options bound."""
     if config.predictor not in PREDICTOR_RULES:
         raise ValueError(f"No computed-predictor rule for predictor {config.predictor!r}. "
                          f"Valid: {sorted(PREDICTOR_RULES)}")

@@ -1,5 +1,5 @@
-"""SiameseNetwork: BYOL, SimSiam, DirectPred, DirectCopy, DirectSet and IsoLoss as one
-Keras model.
+"""SiameseNetwork: BYOL, SimSiam, DirectPred, DirectCopy, DirectSet, the closed-form
+predictors and IsoLoss as one Keras model.
 
 The non-contrastive four differ only in their predictor and target
 (Tian, Chen & Ganguli 2021, Sec. 2 and 4), over the shared step of :class:`SSLModel`:
@@ -10,7 +10,8 @@ The non-contrastive four differ only in their predictor and target
     loss = L(p1, sg(t2)) + L(p2, sg(t1)),  L = 2 - 2 cos      (float32)
     (IsoLoss: the same value, the gradient reaching z without Wp^T)
     after the step: F <- rho F + (1 - rho) E[z z^T];
-                    Wp <- DirectPred / DirectCopy(F) every ``freq`` steps (trained by
+                    Wp <- rule(F) every ``freq`` steps (an EMA of it for the closed-form
+                    predictors with ``closed_form_ema``; trained by
                     the optimizer in between, as any layer, when freq > 1);
                     symmetry regularisation; EMA of the target.
 
@@ -117,7 +118,13 @@ class SiameseNetwork(SSLModel):
 
             def update():
                 f = predictors.centered_correlation(corr, mean) if config.corr_center else corr
-                return ops.cast(ops.transpose(rule(f)), kernel.dtype)  # Keras kernel = Wp^T
+                new = ops.cast(ops.transpose(rule(f)), kernel.dtype)  # Keras kernel = Wp^T
+                if config.predictor == "closed_form" and config.closed_form_ema > 0.0:
+                    # EMA of Wp (Richemond et al. 2023, Sec. 6); the first setting is rule(F).
+                    rate = config.closed_form_ema
+                    new = ops.where(step > 0, rate * ops.convert_to_tensor(kernel)
+                                    + (1.0 - rate) * new, new)
+                return new
 
             kernel.assign(ops.cond(ops.equal(step % config.predictor_freq, 0), update,
                                    lambda: ops.convert_to_tensor(kernel)))

@@ -31,7 +31,7 @@ def test_unknown_config_lists_valid_names():
 def test_model_names_map_to_factories():
     assert set(config_lib.MODELS) == {"byol", "simsiam", "directpred", "directcopy", "simclr",
                                       "supcon", "swav", "moco", "barlow_twins", "directset",
-                                      "isoloss"}
+                                      "isoloss", "closed_form"}
     for factory in config_lib.MODELS.values():
         assert factory in config_lib.FACTORIES
 

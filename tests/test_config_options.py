@@ -139,10 +139,13 @@ def test_config_json_of_the_current_version_loads_as_written():
     config = Config.from_json(text)
     assert config.version == config_lib.CONFIG_VERSION == 4
     assert config == get_config("direct_pred", **_V3_RUN)
-    # Fields added since (DirectSet, IsoLoss: docs/successors.md) have defaults that keep
-    # the run it describes; they are written with those defaults (no version bump).
+    # Fields added since (DirectSet, IsoLoss, the closed-form predictors: docs/successors.md)
+    # have defaults that keep the run it describes; they are written with those defaults (no
+    # version bump).
     written = json.loads(config.to_json())
-    new = {"isoloss": False, "directset_alpha": 0.5, "directset_eps_at": "before_power"}
+    new = {"isoloss": False, "directset_alpha": 0.5, "directset_eps_at": "before_power",
+           "closed_form": "newton_schulz", "closed_form_iterations": 9,
+           "closed_form_ridge": 0.0, "closed_form_ema": 0.0, "visser_step": 0.1}
     assert {k: written.pop(k) for k in new} == new
     assert written == json.loads(text)
 

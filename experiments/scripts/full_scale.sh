@@ -37,3 +37,9 @@ family --config direct_set_no_ema --name "${dataset}_direct_set_no_ema" "$@"
 family --config direct_set_copy   --name "${dataset}_direct_set_copy" "$@"
 family --config isoloss           --name "${dataset}_isoloss" "$@"
 family --config isoloss_no_ema    --name "${dataset}_isoloss_no_ema" "$@"
+# Richemond et al. 2023's closed-form predictors on BYOL (100 epochs; their published numbers
+# are ImageNet ResNet-50, docs/successors.md):
+run --config closed_form_ns       --name "${dataset}_closed_form_ns" "$@"
+run --config closed_form_ns2      --name "${dataset}_closed_form_ns2" "$@"
+run --config closed_form_stiefel  --name "${dataset}_closed_form_stiefel" "$@"
+run --config closed_form_visser   --name "${dataset}_closed_form_visser" "$@"

@@ -1,5 +1,6 @@
 """The paper's linear-network theory (Tian, Chen & Ganguli 2021, Sec. 2-3) in one command,
-with its successors' (DirectSet(alpha), IsoLoss: experiments/theory/successors.py).
+with its successors' (DirectSet(alpha), IsoLoss: experiments/theory/successors.py; the
+closed-form predictors of Richemond et al. 2023: experiments/theory/closed_form.py).
 
     python experiments/scripts/reproduce_theory.py [--results_dir DIR] [--smoke]
 
@@ -81,6 +82,9 @@ def main(argv):
     from experiments.theory import successors
     successor_claims, share_runs = successors.all_claims(smoke=FLAGS.smoke)
     claims += successor_claims
+    # The closed-form predictors of Richemond et al. 2023: docs/successors.md.
+    from experiments.theory import closed_form
+    claims += closed_form.all_claims(smoke=FLAGS.smoke)
     print(f"claims: {sum(c['holds'] for c in claims)}/{len(claims)} hold "
           f"({time.time() - start:.0f} s)")
     pngs = figures.write_all(out, data, smoke=FLAGS.smoke)
