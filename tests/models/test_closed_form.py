@@ -215,6 +215,27 @@ def test_train_step_sets_wp_from_f(views):
     np.testing.assert_allclose(kernels[0], want.T, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("name", FACTORIES)
+def test_eigenspace_tracker_reads_the_closed_form_predictor(name, views):
+    """--eigenspace: each rule is a polynomial in F, so Wp is aligned with F's eigenvectors
+    (cosine 1) and its spectrum is the NumPy rule's on the same F."""
+    from experiments import callbacks as cb
+    config = tiny_config(name, eigenspace=True)
+    model = SiameseNetwork(config)
+    model.compile(optimizer=build_optimizer(config, steps_per_epoch=1), run_eagerly=True)
+    model.train_on_batch(views)
+    record = cb.eigenspace_snapshot(model, views[0], epoch=1)
+    corr = model.correlation.numpy().astype(np.float64)
+    rule = {"closed_form_ns": lambda f: np_ns(f, 9, 0.9),
+            "closed_form_ns2": lambda f: np_ns2(f, 7, 0.9),
+            "closed_form_stiefel": lambda f: np_stiefel(f, 9, 0.3),
+            "closed_form_visser": lambda f: np_visser(f, 50, 0.1)}[name]
+    want = np.linalg.eigvalsh(rule(0.5 * (corr + corr.T)))
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(np.sort(record["wp_eigenvalues"]), want, atol=1e-4 * scale)
+    np.testing.assert_allclose(np.abs(record["alignment"]), 1.0, atol=1e-3)
+
+
 def test_train_step_ema_of_wp(views):
     """closed_form_ema 0.5: the first step sets Wp = rule(F_1), the second
     Wp = 0.5 Wp_1 + 0.5 rule(F_2)."""
