@@ -18,13 +18,17 @@ from config.methods import unused_options
 #: Format of config.json written by this package.
 CONFIG_VERSION = 4
 
-#: Fields new in config version 3, with the value every run before them had: an older
-#: config.json read today still describes (and re-runs) the run that wrote it.
-_BEFORE_VERSION_3 = dict(weight_init="keras", bn_epsilon=1e-3, bn_momentum=0.99,
-                         predictor_bn_affine=True, predictor_trained_between=False,
-                         probe_protocol="official")
-#: Fields new in config version 4, with the value every run before them had.
-_BEFORE_VERSION_4 = dict(directcopy_norm="frobenius")
+#: Per version: the fields it added, with the value every run before them had, so that an
+#: older config.json read today still describes (and re-runs) the run that wrote it.
+_NEW_FIELDS = {
+    3: dict(weight_init="keras", bn_epsilon=1e-3, bn_momentum=0.99, predictor_bn_affine=True,
+            predictor_trained_between=False, probe_protocol="official"),
+    4: dict(directcopy_norm="frobenius"),
+}
+#: Why the values kept differ from today's factories, by version.
+_WHY = {3: "today's factories use PyTorch's initialisers and BN constants and train a "
+           "freq > 1 DirectPred predictor between recomputations, as the official code",
+        4: "today's DirectCopy divides F by its top eigenvalue"}
 #: Defaults that version 3 changed (an older file holds the old one where the run ignored it).
 _DEFAULTS_BEFORE_VERSION_3 = dict(target_init="copy")
 
@@ -32,24 +36,13 @@ _DEFAULTS_BEFORE_VERSION_3 = dict(target_init="copy")
 def upgrade(values: dict, defaults: dict, rules) -> dict:
     """An older config dict in the current format, with one warning naming what changed.
 
-    Version 1: options the run did not use are reset (:func:`_from_version_1`). Versions 1
-    and 2: the fields new in version 3 get the value the run had (:data:`_BEFORE_VERSION_3`)
-    where the run used them, and every option the run did not use takes today's default
-    (version 2 refused anything else there, so nothing the run did changes). Version 3:
-    a DirectCopy run keeps its Frobenius normalisation (:data:`_BEFORE_VERSION_4`). ``defaults``:
-    the Config field defaults; ``rules``: who uses which option (``config.OPTION_RULES``)."""
+    Version 1: options the run did not use are reset (:func:`_from_version_1`). Every older
+    version: the fields added after it get the value its run had (:data:`_NEW_FIELDS`) where
+    the run used them, and every option the run did not use takes today's default (version
+    2 on refused anything else there, so nothing the run did changes). ``defaults``: the
+    Config field defaults; ``rules``: who uses which option (``config.OPTION_RULES``)."""
     version = values.get("version")
-    if version == 3:
-        values = {**_BEFORE_VERSION_4, **values, "version": CONFIG_VERSION}
-        view = types.SimpleNamespace(**{**defaults, **values})
-        if "directcopy_norm" in dict(unused_options(view, rules)):
-            values["directcopy_norm"] = defaults["directcopy_norm"]
-        else:
-            warnings.warn("config.json of version 3: directcopy_norm='frobenius' (the norm "
-                          "its run used); today's DirectCopy divides F by its top "
-                          "eigenvalue (docs/recipes.md)", stacklevel=3)
-        return values
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         return values
     notes = []
     if version == 1:
@@ -57,18 +50,20 @@ def upgrade(values: dict, defaults: dict, rules) -> dict:
         if ignored:
             notes.append("options the run did not use are reset to their defaults: "
                          + ", ".join(ignored))
-    new = {**_BEFORE_VERSION_3, **_BEFORE_VERSION_4}
+    added = [v for v in sorted(_NEW_FIELDS) if v > max(version, 2)]
+    new = {field: value for v in added for field, value in _NEW_FIELDS[v].items()}
     values = {**new, **values, "version": CONFIG_VERSION}
     view = types.SimpleNamespace(**{**defaults, **values})
     for field, _ in unused_options(view, rules):
         values[field] = defaults[field]
-    kept = [f"{field}={values[field]!r}" for field in new
-            if values[field] != defaults[field]]
+    kept = [f"{field}={values[field]!r}" for field in new if values[field] != defaults[field]]
     if kept:
-        notes.append("fields new in versions 3 and 4 keep the values the run had ("
-                     + ", ".join(kept) + "); today's factories use PyTorch's initialisers "
-                     "and BN constants and train a freq > 1 DirectPred predictor between "
-                     "recomputations, as the official code (docs/recipes.md)")
+        why = [_WHY[v] for v in added if any(values[f] != defaults[f] for f in _NEW_FIELDS[v])]
+        since = (f"version {added[0]}" if len(added) == 1
+                 else f"versions {', '.join(map(str, added[:-1]))} and {added[-1]}")
+        notes.append(f"fields new in {since} keep the values "
+                     f"the run had ({', '.join(kept)}); " + "; ".join(why)
+                     + " (docs/recipes.md)")
     if notes:
         warnings.warn(f"config.json of version {version}: " + "; ".join(notes), stacklevel=3)
     return values
