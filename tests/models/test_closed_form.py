@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 
 from config import Config, get_config
+from experiments.theory.closed_form import matrix_function, spectral
 from models import SiameseNetwork, build_optimizer, predictors
 from tests.models.conftest import tiny_config
 from tests.models.jax_subprocess import jax_available, run_jax_worker
 
 FACTORIES = ("closed_form_ns", "closed_form_ns2", "closed_form_stiefel", "closed_form_visser")
-
-
-def spectral(s, seed=0):
-    """A symmetric matrix with eigenvalues ``s`` in a random orthonormal basis ``q``."""
-    s = np.asarray(s, dtype=float)
-    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(len(s), len(s))))
-    return (q * s) @ q.T, q
-
-
-def matrix_function(corr, fn):
-    s, u = np.linalg.eigh(corr)
-    return (u * fn(s)) @ u.T
 
 
 # ---- the iterations, written plainly in float64 (Sec. 4.3, Eqs. 8-10; Sec. 5.2) ----
