@@ -310,9 +310,9 @@ class Predictor(_Group):
     closed_form_iterations: int = 9
     closed_form_ridge: float = 0.0
     closed_form_ema: float = 0.0
-    #: The Visser iteration's step eta (``P_0 = I / (2 eta)``; converges for
-    #: ``eta sqrt(s_max(F)) < 1``).
-    visser_step: float = 0.1
+    #: The Visser iteration's step eta on ``F / ||F||_F`` (``P_0 = I / (2 eta)``; converges
+    #: for ``eta < 1``).
+    visser_step: float = 0.5
     #: Recompute Wp every ``predictor_freq`` steps (paper Table 8: 1 or 5).
     predictor_freq: int = 1
     #: With ``predictor_freq > 1``: between recomputations Wp is trained by the optimizer

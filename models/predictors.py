@@ -160,22 +160,26 @@ def stiefel_weights(corr, iterations=9, ridge=0.0):
             + ridge * ops.eye(ops.shape(corr)[0], dtype="float32"))
 
 
-def visser_weights(corr, iterations=50, step=0.1, ridge=0.0):
-    """Visser predictor (Richemond et al. 2023, Sec. 4.3, Visser proposition, Eq. 8):
-    ``P_0 = I / (2 step)``, ``P_{k+1} = P_k + step (F - P_k^2)``, ``Wp = P_n + ridge I``.
+def visser_weights(corr, iterations=50, step=0.5, ridge=0.0):
+    """Visser predictor (Richemond et al. 2023, Sec. 4.3, Visser proposition, Eq. 8) on the
+    normalised ``M = F / ||F||_F``: ``P_0 = I / (2 step)``, ``P_{k+1} = P_k + step (M - P_k^2)``,
+    ``Wp = sqrt(||F||_F) P_n + ridge I``.
 
-    ``P_n -> F^{1/2}`` when ``step sqrt(s_max) < 1`` (at each eigenvalue s the map is
-    ``p -> p + step (s - p^2)``, whose slope at ``sqrt(s)`` is ``1 - 2 step sqrt(s)``);
-    beyond that it oscillates or diverges. A mode with ``s = 0`` decays as about
-    ``1 / (step (k + 2))``.
+    ``P_n -> M^{1/2}``, so ``Wp -> F^{1/2}``, when ``step sqrt(s_max(M)) < 1`` (at each
+    eigenvalue s the map is ``p -> p + step (s - p^2)``, whose slope at ``sqrt(s)`` is
+    ``1 - 2 step sqrt(s)``), which ``step < 1`` ensures whatever F's scale. Eq. 8 on F
+    itself diverges once ``step sqrt(s_max(F)) >= 1``: F's top eigenvalue reaches 1e2-1e5
+    on projector outputs within an epoch, hence the normalisation (that of NS, Eq. 9). A
+    mode with ``s = 0`` decays as about ``1 / (step (k + 2))`` (times ``sqrt(||F||_F)``).
     """
     corr = f32(corr)
     corr = 0.5 * (corr + ops.transpose(corr))
+    norm = ops.maximum(ops.sqrt(ops.sum(ops.square(corr))), 1e-30)
     eye = ops.eye(ops.shape(corr)[0], dtype="float32")
     p = eye / (2.0 * step)
     for _ in range(int(iterations)):
-        p = p + step * (corr - ops.matmul(p, p))
-    return p + ridge * eye
+        p = p + step * (corr / norm - ops.matmul(p, p))
+    return ops.sqrt(norm) * p + ridge * eye
 
 
 #: ``Config.closed_form`` -> the rule ``(F, iterations, ridge, step) -> Wp``.

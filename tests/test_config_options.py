@@ -145,7 +145,7 @@ def test_config_json_of_the_current_version_loads_as_written():
     written = json.loads(config.to_json())
     new = {"isoloss": False, "directset_alpha": 0.5, "directset_eps_at": "before_power",
            "closed_form": "newton_schulz", "closed_form_iterations": 9,
-           "closed_form_ridge": 0.0, "closed_form_ema": 0.0, "visser_step": 0.1}
+           "closed_form_ridge": 0.0, "closed_form_ema": 0.0, "visser_step": 0.5}
     assert {k: written.pop(k) for k in new} == new
     assert written == json.loads(text)
 
