@@ -324,10 +324,14 @@ def test_logs_one_plain_line_per_epoch_and_ctrl_c_names_the_resume_command(tmp_p
     # Far more epochs than the test waits for: a child that races ahead of a slow reader
     # (a loaded CI machine) must still be running when the SIGINT arrives.
     flags[flags.index("--epochs_pretraining") + 1] = "5000"
+    # A test run launched in the background (CI's `.ci/run` under nohup or `&`) hands its
+    # children SIGINT ignored, and train.py rightly leaves an ignored SIGINT ignored: the
+    # child gets the default disposition, as a terminal's foreground job has.
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), "--name", "cut", "--results_dir",
          str(tmp_path), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.time() + 300
     while time.time() < deadline:
